@@ -1,0 +1,17 @@
+"""worldsim: a physics-grounded world simulator.
+
+PyBullet and MuJoCo scenes rendered to video with complete ground truth, a
+Sora-style video model trained on them, and every learned rollout measured against
+the physics. See README.md.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+# Headless rendering by default: MuJoCo reads this when it is first imported.
+_os.environ.setdefault("MUJOCO_GL", "egl")
+
+__version__ = "0.1.0"
+
+from worldsim import _registration  # noqa: E402,F401  (registers the Gymnasium ids)
