@@ -1,0 +1,133 @@
+"""Clips for training: windows of ``clip_frames`` consecutive frames from episodes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from worldsim.data.episode import load_episode
+from worldsim.data.manifest import read_manifest
+
+
+class DataError(ValueError):
+    """A data folder or selection that holds nothing usable; the message says why."""
+
+
+def select_episodes(
+    root: str | os.PathLike[str],
+    *,
+    split: str | list[str] | None = None,
+    scenes: list[str] | None = None,
+    engines: list[str] | None = None,
+    resolution: tuple[int, int] | None = None,
+    min_frames: int = 1,
+) -> list[dict[str, Any]]:
+    """Manifest lines of ``root`` matching the filters (None: any)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist; make one with python -m worldsim.generate out={root}")
+    rows = read_manifest(root)
+    if not rows:
+        raise DataError(f"{root} holds no episodes (no manifest.jsonl lines); make some with python -m worldsim.generate out={root}")
+    splits = [split] if isinstance(split, str) else split
+    keep = [
+        r
+        for r in rows
+        if (splits is None or r["split"] in splits)
+        and (scenes is None or r["scene"] in scenes)
+        and (engines is None or r["engine"] in engines)
+        and (resolution is None or tuple(r["resolution"]) == tuple(resolution))
+        and r["num_frames"] >= min_frames
+    ]
+    if not keep:
+        have = sorted({(r["scene"], r["engine"], r["split"], tuple(r["resolution"]), r["num_frames"]) for r in rows})
+        raise DataError(
+            f"no episode in {root} matches split={split} scenes={scenes} engines={engines} resolution={resolution} "
+            f"with at least {min_frames} frames; it has (scene, engine, split, resolution, frames): {have[:10]}"
+        )
+    return keep
+
+
+class ClipDataset(Dataset):
+    """Windows of ``clip_frames`` frames from the episodes in a generated folder.
+
+    Item ``i`` is a window of episode ``i % len(episodes)``; ``windows_per_episode``
+    repeats each episode that many times per epoch. With ``window="random"`` the
+    start frame is drawn from torch's RNG (seeded per DataLoader worker, so a seeded
+    DataLoader gives the same clips); ``"first"`` always starts at frame 0.
+
+    Each item is a dict:
+      ``frames``       (T, 3, H, W) float32 in [-1, 1]
+      ``segmentation`` (T, H, W) int64 instance ids
+      ``actions``      (T, A) float32
+      ``caption``, ``caption_detailed``, ``episode`` (id) strings; ``start`` int.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        clip_frames: int,
+        split: str | list[str] | None = "train",
+        scenes: list[str] | None = None,
+        engines: list[str] | None = None,
+        resolution: tuple[int, int] | None = None,
+        window: str = "random",
+        windows_per_episode: int = 1,
+        cache: bool = False,
+    ):
+        if clip_frames < 1:
+            raise DataError(f"clip_frames must be >= 1, got {clip_frames}")
+        if window not in ("random", "first"):
+            raise DataError(f"window must be 'random' or 'first', got {window!r}")
+        self.root = Path(root)
+        self.clip_frames = clip_frames
+        self.window = window
+        self.windows_per_episode = windows_per_episode
+        self.episodes = select_episodes(
+            root, split=split, scenes=scenes, engines=engines, resolution=resolution, min_frames=clip_frames
+        )
+        resolutions = sorted({tuple(r["resolution"]) for r in self.episodes})
+        if len(resolutions) > 1:
+            raise DataError(
+                f"the selected episodes have several resolutions {resolutions}; pass resolution=(H, W) "
+                "to pick one (a batch needs one size)"
+            )
+        self.resolution: tuple[int, int] = resolutions[0]  # type: ignore[assignment]
+        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.episodes) * self.windows_per_episode
+
+    def _load(self, k: int) -> dict[str, Any]:
+        if self._cache is not None and k in self._cache:
+            return self._cache[k]
+        ep = load_episode(self.root / self.episodes[k]["path"])
+        if self._cache is not None:
+            self._cache[k] = ep
+        return ep
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        k = i % len(self.episodes)
+        row = self.episodes[k]
+        ep = self._load(k)
+        T = ep["frames"].shape[0]
+        span = T - self.clip_frames
+        start = int(torch.randint(span + 1, ()).item()) if self.window == "random" and span > 0 else 0
+        sl = slice(start, start + self.clip_frames)
+        frames = torch.from_numpy(np.ascontiguousarray(ep["frames"][sl]))  # (T, H, W, 3) uint8
+        frames = frames.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (T, 3, H, W) in [-1, 1]
+        return {
+            "frames": frames,
+            "segmentation": torch.from_numpy(ep["segmentation"][sl].astype(np.int64)),
+            "actions": torch.from_numpy(ep["actions"][sl].copy()),
+            "caption": row["caption"],
+            "caption_detailed": row["caption_detailed"],
+            "episode": row["id"],
+            "start": start,
+        }
