@@ -1,0 +1,123 @@
+"""Benchmarks: ``python -m worldsim.bench generate``.
+
+Each prints one JSON line: the figures and the references they are measured against,
+in the same run on the same machine.
+
+``generate``: per engine and scene at 64x64, frames/s of the whole pipeline
+(sample, physics, render, ground truth, captions, write the episode file), frames/s
+of the engine rendering the same RGB and instance ids alone (the same scenes, built
+once, rendered as many times), their ratio, and the speed-up of ``workers=2`` over
+``workers=1`` for the whole generation command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+
+
+def bench_generate(args: argparse.Namespace) -> dict[str, Any]:
+    from worldsim.data.episode import save_episode
+    from worldsim.generate import StreamConfig, _engine, generate_stream, make_episode
+    from worldsim.sim.engine import EngineConfig
+    from worldsim.sim.scenes import SCENES, episode_seed, scene_config
+
+    scenes = args.scenes or list(SCENES)
+    out: dict[str, Any] = {"bench": "generate", "resolution": [64, 64], "frames": args.frames, "episodes": args.episodes, "results": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="worldsim-bench-"))
+    try:
+        for engine in args.engines:
+            for scene in scenes:
+                stream = StreamConfig(
+                    scene=scene_config(scene), engine=EngineConfig(engine), episodes=args.episodes, frames=args.frames, resolution=(64, 64)
+                )
+                make_episode(stream, 10_000)  # warm up: imports, GL context, allocators
+                eng = _engine(stream.engine)
+                specs = [
+                    stream.scene.sample(
+                        np.random.default_rng(episode_seed(stream.seed, scene, stream.split, i)), num_frames=args.frames, resolution=(64, 64)
+                    )
+                    for i in range(args.episodes)
+                ]
+                pipe_time = render_time = float("inf")
+                for _ in range(args.repeats):  # alternate, keep the best of each
+                    # Pipeline: everything a worker does per episode, written to disk.
+                    t0 = time.perf_counter()
+                    for i in range(args.episodes):
+                        arrays, meta = make_episode(stream, i)
+                        save_episode(tmp / "pipe" / f"{i}.npz", arrays, meta)
+                    pipe_time = min(pipe_time, time.perf_counter() - t0)
+                    # Render only: the same scenes, built once each, rendered `frames` times.
+                    total = 0.0
+                    for spec in specs:
+                        eng.reset(spec)
+                        t0 = time.perf_counter()
+                        for _ in range(args.frames):
+                            eng.render()
+                        total += time.perf_counter() - t0
+                    render_time = min(render_time, total)
+                pipeline = args.episodes * args.frames / pipe_time
+                render = args.episodes * args.frames / render_time
+                out["results"][f"{scene}/{engine}"] = {
+                    "pipeline_frames_per_s": round(pipeline, 1),
+                    "render_only_frames_per_s": round(render, 1),
+                    "pipeline_over_render": round(pipeline / render, 3),
+                }
+            # Workers: the whole command, one stream, cold processes included.
+            if args.workers_episodes:
+                stream = StreamConfig(
+                    scene=scene_config(scenes[0]), engine=EngineConfig(engine), episodes=args.workers_episodes, frames=args.frames
+                )
+                # Alternate and keep the best of each: this machine's speed drifts
+                # by +-20% between runs of a few seconds.
+                times = {1: float("inf"), 2: float("inf")}
+                for rep in range(args.repeats):
+                    for w in (1, 2):
+                        d = tmp / f"w{w}-{engine}-{rep}"
+                        t0 = time.perf_counter()
+                        generate_stream(stream, d, workers=w, progress=False)
+                        times[w] = min(times[w], time.perf_counter() - t0)
+                out["results"][f"workers/{engine}"] = {
+                    "scene": scenes[0],
+                    "episodes": args.workers_episodes,
+                    "seconds_workers_1": round(times[1], 2),
+                    "seconds_workers_2": round(times[2], 2),
+                    "speedup_workers_2": round(times[1] / times[2], 3),
+                }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["machine"] = _machine()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m worldsim.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    g = sub.add_parser("generate", help="episode generation: pipeline vs render-only, workers speed-up")
+    g.add_argument("--engines", nargs="+", default=["pybullet", "mujoco"])
+    g.add_argument("--scenes", nargs="+", default=None, help="default: every scene")
+    g.add_argument("--episodes", type=int, default=24, help="episodes per scene and engine")
+    g.add_argument("--frames", type=int, default=32)
+    g.add_argument("--workers-episodes", type=int, default=320, help="episodes for the workers comparison (0: skip)")
+    g.add_argument("--repeats", type=int, default=2, help="alternating repeats of the workers comparison (best kept)")
+    args = parser.parse_args(argv)
+    if args.what == "generate":
+        result = bench_generate(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
