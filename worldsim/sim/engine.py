@@ -3,7 +3,7 @@
 An engine builds a :class:`~worldsim.sim.spec.SceneSpec`, advances it one video frame
 at a time, renders RGB and instance ids, and reports per-object state and events.
 ``PyBulletEngine`` and ``MuJoCoEngine`` implement the few engine-specific primitives
-(build, one physics step, read bodies, read contacts and weld forces, render); the
+(build, one physics step, read bodies, read contacts, release welds, render); the
 frame loop, the agent controller, ground friction, shattering and event detection
 live here, once, so both engines obey the same rules.
 
@@ -34,6 +34,8 @@ BODY_HALF_DEPTH = 0.1  # boxes are this thick either side of the plane
 OCCLUDER_DEPTH = -0.5  # occluders stand here, clear of every moving body
 WALL_THICKNESS = 1.0
 FRAGMENT_GAP = 0.002  # metres between neighbouring pane fragments (welded, not touching)
+BURST_SPEED = (0.5, 3.0)  # m/s: range of the speed shattered fragments fly apart at (see Engine._burst)
+BURST_SPIN = 3.0  # rad/s
 
 # A contact is reported as an event when its impact impulse exceeds that of this
 # normal speed change: it filters out resting and rolling contacts and the micro-
@@ -53,6 +55,9 @@ class Body:
     velocity: tuple[float, float]
     angular_velocity: float
     mass: float
+    # Drawn this much larger than it collides (m): pane fragments sit a gap apart
+    # but must look like one pane.
+    visual_pad: float = 0.0
 
 
 @dataclass
@@ -92,19 +97,13 @@ def pane_fragments(o: ObjectSpec) -> list[tuple[tuple[float, float], tuple[float
 
 
 def pane_welds(o: ObjectSpec, first_body: int) -> list[Weld]:
-    """Welds of a pane: every pair of grid neighbours, plus the bottom row to the world."""
+    """Welds of a pane: every fragment to the world, as a pane held in a frame.
+
+    (Welding fragments to their neighbours instead makes a chain that both engines'
+    iterative solvers let flex by many pixels under a hit.)
+    """
     assert o.pane is not None
-    rows, cols = o.pane.rows, o.pane.cols
-    idx = lambda r, c: first_body + r * cols + c  # noqa: E731
-    welds = []
-    for r in range(rows):
-        for c in range(cols):
-            if c + 1 < cols:
-                welds.append(Weld(idx(r, c), idx(r, c + 1)))
-            if r + 1 < rows:
-                welds.append(Weld(idx(r, c), idx(r + 1, c)))
-    welds += [Weld(idx(0, c), None) for c in range(cols)]
-    return welds
+    return [Weld(first_body + k, None) for k in range(o.pane.num_fragments)]
 
 
 def expand_bodies(spec: SceneSpec) -> tuple[list[Body], list[Weld]]:
@@ -117,7 +116,7 @@ def expand_bodies(spec: SceneSpec) -> tuple[list[Body], list[Weld]]:
             area = sum(h[0] * h[1] for _, h in frags)
             welds += pane_welds(o, len(bodies))
             for centre, half in frags:
-                bodies.append(Body(i, "box", half, centre, 0.0, o.velocity, 0.0, o.mass * half[0] * half[1] / area))
+                bodies.append(Body(i, "box", half, centre, 0.0, o.velocity, 0.0, o.mass * half[0] * half[1] / area, FRAGMENT_GAP / 2))
         else:
             bodies.append(Body(i, o.shape, o.size, o.position, o.angle, o.velocity, o.angular_velocity, o.mass))
     return bodies, welds
@@ -147,19 +146,24 @@ class ContactTracker:
         self.masses = masses
         self.window = spec.physics.substeps
         self.dt = spec.physics.dt
-        # key -> [event frame, impulse, steps integrated, steps missing]
+        # key -> [event frame, impulse, steps integrated, steps missing, first step]
         self.active: dict[tuple[int, int], list[float]] = {}
         self.events: list[dict[str, Any]] = []
+        self.steps = 0
+        # Objects that became debris (shattered panes), with the step they did: their
+        # later contacts are not events; the break event tells what happened.
+        self.debris: dict[int, int] = {}
 
     def update(self, forces: dict[tuple[int, int], float], frame: int) -> None:
         """Record the contact forces after one physics step."""
+        self.steps += 1
         active = self.active
         if not forces and not active:
             return
         for key, f in forces.items():
             st = active.get(key)
             if st is None:
-                st = active[key] = [frame, 0.0, 0, 0]
+                st = active[key] = [frame, 0.0, 0, 0, self.steps]
             st[3] = 0
             if st[2] < self.window:
                 st[1] += f * self.dt
@@ -183,6 +187,8 @@ class ContactTracker:
 
     def _emit(self, key: tuple[int, int], st: list[float]) -> None:
         a, b = key
+        if any(o in self.debris and st[4] > self.debris[o] for o in key):
+            return
         if b < 0:
             m_eff = self.masses[a]
         else:
@@ -253,12 +259,12 @@ class Engine(abc.ABC):
         """Normal force (N) summed per touching pair, keyed (object, object or wall_key)."""
 
     @abc.abstractmethod
-    def _weld_forces(self) -> np.ndarray:
-        """(W,) magnitude of the force (N) each active weld transmits."""
-
-    @abc.abstractmethod
     def _release_welds(self, welds: list[int]) -> None:
         """Remove the given welds and let the fragments they held collide."""
+
+    @abc.abstractmethod
+    def _add_velocities(self, bodies: np.ndarray, dv: np.ndarray, dw: np.ndarray) -> None:
+        """Add (K, 2) in-plane velocities (m/s) and (K,) spins (rad/s, counter-clockwise)."""
 
     @abc.abstractmethod
     def render(self) -> tuple[np.ndarray, np.ndarray]:
@@ -286,16 +292,16 @@ class Engine(abc.ABC):
         )
         self._tracker = ContactTracker(spec, self._obj_mass)
         self._break_events: list[dict[str, Any]] = []
-        # Pane shattering: per weld, a ring buffer of |force| * dt over the break window.
+        # Pane shattering: per pane, a ring buffer of the impact load over the break window.
         self._panes = sorted({bodies[w.a].obj for w in welds})
         self._intact = {p: True for p in self._panes}
         self._any_intact = bool(self._panes)
+        self._load_hot = 0  # physics steps left in which loads are tracked
+        self._peak_load = {p: 0.0 for p in self._panes}
         if welds:
-            windows = [spec.objects[bodies[w.a].obj].pane.break_window for w in welds]  # type: ignore[union-attr]
-            self._weld_window = max(1, round(max(windows) / spec.physics.dt))
-            self._weld_impulses = np.zeros((self._weld_window, len(welds)))
-            self._weld_strength = np.array([spec.objects[bodies[w.a].obj].pane.strength for w in welds])  # type: ignore[union-attr]
-            self._weld_pane = np.array([bodies[w.a].obj for w in welds])
+            window = max(spec.objects[p].pane.break_window for p in self._panes)  # type: ignore[union-attr]
+            self._load_window = max(1, round(window / spec.physics.dt))
+            self._loads = np.zeros((self._load_window, len(self._panes)))
         self._slot = -1
         self._action = np.zeros(2)
         self._states: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -315,9 +321,10 @@ class Engine(abc.ABC):
         for _ in range(spec.physics.substeps):
             self._apply_controls()
             self._physics_step()
-            self._tracker.update(self._contact_forces(), self._frame)
+            forces = self._contact_forces()
+            self._tracker.update(forces, self._frame)
             if self._any_intact:
-                self._check_welds(dt)
+                self._check_panes(forces, dt)
 
     def state(self) -> dict[str, np.ndarray]:
         """Per-object state now: ``positions`` (N, 2) and ``velocities`` (N, 2) in
@@ -353,6 +360,12 @@ class Engine(abc.ABC):
     def frame(self) -> int:
         return self._frame
 
+    def peak_pane_load(self) -> dict[str, float]:
+        """Per pane, the largest impulse (N*s) its welds have had to hold within a
+        break window while it was whole: what its strength is compared with."""
+        spec = self._require_spec()
+        return {spec.objects[p].name: v for p, v in self._peak_load.items()}
+
     # -- shared physics rules -------------------------------------------------------
     def _current_body_states(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._states is None:
@@ -387,31 +400,84 @@ class Engine(abc.ABC):
             f = spec.agent.gain * mass[sel, None] * (target - vel[sel])
             norm = np.linalg.norm(f, axis=1, keepdims=True)
             f = f * np.minimum(1.0, spec.agent.max_force / np.maximum(norm, 1e-12))
+            if spec.camera.view == "side":  # the agent hovers: its thrust cancels gravity
+                f[:, 1] += mass[sel] * spec.physics.gravity
             forces[sel] += f
         self._apply_forces(bodies, forces)
 
-    def _check_welds(self, dt: float) -> None:
-        self._slot = (self._slot + 1) % self._weld_window
-        self._weld_impulses[self._slot] = self._weld_forces() * dt
-        windowed = self._weld_impulses.sum(0)
-        over = windowed > self._weld_strength
-        for pane in self._panes:
-            mine = self._weld_pane == pane
-            if self._intact[pane] and np.any(over & mine):
+    def _check_panes(self, forces: dict[tuple[int, int], float], dt: float) -> None:
+        """Shatter any pane whose welds have to hold more than its strength.
+
+        A whole pane is welded in place, so every push another object gives it, its
+        welds must hold: the load is the normal impulse of the contacts between the
+        pane and other objects over the last break window. (The constraint forces the
+        engines report are not used: they depend on solver iterations and softness,
+        e.g. by 3x between 20 and 100 Bullet iterations, where the contact impulse is
+        what both engines agree on.) A pane's own weight rests on its welds, not on
+        contacts, and only an impact loads it, so the load is tracked only while
+        something touches a whole pane, and for one break window after.
+        """
+        load = np.zeros(len(self._panes))
+        for (a, b), f in forces.items():
+            for k, p in enumerate(self._panes):
+                if self._intact[p] and (a == p or b == p) and a >= 0 and b >= 0:
+                    load[k] += f
+        if load.any():
+            self._load_hot = self._load_window
+        elif self._load_hot > 0:
+            self._load_hot -= 1
+            if self._load_hot == 0:
+                self._loads[:] = 0.0
+                return
+        else:
+            return
+        self._slot = (self._slot + 1) % self._load_window
+        self._loads[self._slot] = load * dt
+        windowed = self._loads.sum(0)
+        for k, pane in enumerate(self._panes):
+            if not self._intact[pane]:
+                continue
+            self._peak_load[pane] = max(self._peak_load[pane], float(windowed[k]))
+            o = self.spec.objects[pane]  # type: ignore[union-attr]
+            if windowed[k] > o.pane.strength:  # type: ignore[union-attr]
                 self._intact[pane] = False
                 self._any_intact = any(self._intact.values())
-                self._release_welds([i for i in np.nonzero(mine)[0]])
-                self._weld_impulses[:, mine] = 0.0
-                o = self.spec.objects[pane]  # type: ignore[union-attr]
+                self._tracker.debris[pane] = self._tracker.steps
+                self._release_welds([i for i, w in enumerate(self._welds) if self._bodies[w.a].obj == pane])
+                self._burst(pane, [b for (a, b) in forces if a == pane] + [a for (a, b) in forces if b == pane], float(windowed[k]))
+                self._loads[:, k] = 0.0
                 self._break_events.append(
                     {
                         "type": "break",
                         "frame": self._frame,
                         "object": o.name,
                         "fragments": o.pane.num_fragments,  # type: ignore[union-attr]
-                        "impulse": round(float(windowed[mine].max()), 5),
+                        "impulse": round(float(windowed[k]), 5),
                     }
                 )
+
+    def _burst(self, pane: int, hitters: list[int], impulse: float) -> None:
+        """Fragments of a pane that has just shattered fly apart.
+
+        Glass breaks under stress and the strain energy it stored throws the pieces
+        out; without it a weakly hit fragile pane would stand as a stack of loose
+        fragments and nothing would show the break. Each fragment gets a speed of
+        ``impulse / pane mass`` (clipped to 0.5-3 m/s) away from the object that hit
+        it, and a spin away from that side. The same rule in both engines.
+        """
+        spec = self._require_spec()
+        frags = np.nonzero(self._body_obj == pane)[0]
+        pos, _, _ = self._body_states()
+        hit = [h for h in hitters if h >= 0 and h != pane]
+        if hit:
+            centre = np.mean([pos[self._first_body[h]] for h in hit], axis=0)
+        else:
+            centre = pos[frags].mean(0)
+        away = pos[frags] - centre
+        away /= np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-9)
+        speed = float(np.clip(impulse / spec.objects[pane].mass, BURST_SPEED[0], BURST_SPEED[1]))
+        spin = np.sign(away[:, 1] + 1e-12) * BURST_SPIN * np.sign(away[:, 0] + 1e-12)
+        self._add_velocities(frags, speed * away, spin)
 
     def _require_spec(self) -> SceneSpec:
         if self.spec is None:

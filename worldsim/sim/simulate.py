@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Union
 
 import numpy as np
 
@@ -11,15 +12,21 @@ from worldsim.sim.spec import SceneSpec
 
 ACTION_DIM = 2
 
+# A closed-loop action source: policy(t, state of frame t - 1) -> action for the step into t.
+Policy = Callable[[int, dict[str, np.ndarray]], np.ndarray]
+Actions = Union[np.ndarray, Policy, None]
 
-def simulate(spec: SceneSpec, engine: Engine, actions: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+
+def simulate(spec: SceneSpec, engine: Engine, actions: Actions = None) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """Simulate ``spec`` for ``spec.num_frames`` frames.
 
     Args:
       spec: the scene.
       engine: any engine; it is reset to ``spec``.
-      actions: (T, 2) float32 in [-1, 1]; ``actions[t]`` drives the step from frame
-        t-1 to frame t, so ``actions[0]`` is unused (and stored as zero). None: zeros.
+      actions: (T, 2) float32 in [-1, 1], where ``actions[t]`` drives the step from
+        frame t-1 to frame t (so ``actions[0]`` is unused and stored as zero); or a
+        policy ``f(t, state) -> (2,)`` called with the state of frame t - 1; or None
+        (zeros). The actions applied are returned either way.
 
     Returns:
       ``(arrays, events)``. ``arrays`` holds ``frames (T, H, W, 3) uint8``,
@@ -29,7 +36,8 @@ def simulate(spec: SceneSpec, engine: Engine, actions: np.ndarray | None = None)
     """
     T, H, W = spec.num_frames, spec.camera.height, spec.camera.width
     N = len(spec.objects)
-    if actions is None:
+    policy = actions if callable(actions) else None
+    if policy is not None or actions is None:
         actions = np.zeros((T, ACTION_DIM), np.float32)
     actions = np.asarray(actions, dtype=np.float32).copy()
     if actions.shape != (T, ACTION_DIM):
@@ -37,6 +45,7 @@ def simulate(spec: SceneSpec, engine: Engine, actions: np.ndarray | None = None)
     if not np.all(np.isfinite(actions)):
         raise ValueError("actions contain NaN or inf")
     actions[0] = 0.0
+    st: dict[str, np.ndarray] = {}
     frames = np.empty((T, H, W, 3), np.uint8)
     seg = np.empty((T, H, W), np.uint8)
     pos = np.empty((T, N, 2), np.float32)
@@ -45,6 +54,8 @@ def simulate(spec: SceneSpec, engine: Engine, actions: np.ndarray | None = None)
     engine.reset(spec)
     for t in range(T):
         if t > 0:
+            if policy is not None:
+                actions[t] = np.clip(np.asarray(policy(t, st), dtype=np.float32).reshape(ACTION_DIM), -1.0, 1.0)
             engine.step(actions[t])
         frames[t], seg[t] = engine.render()
         st = engine.state()
@@ -59,4 +70,37 @@ def simulate(spec: SceneSpec, engine: Engine, actions: np.ndarray | None = None)
         "angles": ang,
         "visible_pixels": counts,
     }
-    return arrays, engine.events()
+    events = sorted(engine.events() + occlusion_events(spec, counts, pos), key=lambda e: (e["frame"], e["type"]))
+    return arrays, events
+
+
+def occlusion_events(spec: SceneSpec, visible_pixels: np.ndarray, positions: np.ndarray) -> list[dict[str, Any]]:
+    """One event per stretch of frames in which an object is wholly hidden.
+
+    ``{"type": "occlusion", "frame": start, "object", "start", "end", "occluder"}``:
+    hidden from frame ``start`` up to (not including) ``end``, the first frame it is
+    seen again (None if it stays hidden to the end); ``occluder`` is the fixture
+    in front of its true position when it vanished.
+    """
+    events = []
+    T, N = visible_pixels.shape
+    ppm = spec.camera.pixels_per_metre
+    for i, o in enumerate(spec.objects):
+        hidden = visible_pixels[:, i] == 0
+        t = 0
+        while t < T:
+            if not hidden[t]:
+                t += 1
+                continue
+            start = t
+            while t < T and hidden[t]:
+                t += 1
+            x, y = positions[start, i] / ppm
+            u, v = x, spec.camera.box_height - y
+            occluder = next(
+                (f.name for f in spec.fixtures if abs(u - f.position[0]) <= f.size[0] and abs(v - f.position[1]) <= f.size[1]), None
+            )
+            events.append(
+                {"type": "occlusion", "frame": start, "object": o.name, "start": start, "end": t if t < T else None, "occluder": occluder}
+            )
+    return events

@@ -42,15 +42,15 @@ class SpecError(ValueError):
 class PaneSpec:
     """A pane pre-cut into a grid of rectangular fragments held by breakable welds.
 
-    Every pair of adjacent fragments is welded, and the bottom row is welded to the
-    floor. When the impulse that any weld transmits within ``break_window`` seconds
-    passes ``strength``, the pane shatters: every weld is released at once and the
-    fragments fly and fall freely.
+    Every fragment is welded in place (as a pane held in a frame). When the impulse
+    its welds must hold (the contact impulse other objects give the pane) within
+    ``break_window`` seconds passes ``strength``, the pane shatters: every weld is
+    released at once and the fragments fly and fall freely.
     """
 
     rows: int
     cols: int
-    strength: float  # N*s: impulse a weld withstands within the break window
+    strength: float  # N*s: impulse the pane withstands within the break window
     # Cut positions as fractions in (0, 1), sorted: len(cuts_u) == cols - 1, etc.
     # Irregular cuts keep the fragments from looking like a tiled grid.
     cuts_u: tuple[float, ...] = ()
