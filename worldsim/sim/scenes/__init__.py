@@ -6,9 +6,15 @@ from typing import Any
 
 from worldsim.sim.scenes.base import SPLITS, ConfigError, SceneConfig, episode_seed, parse_resolution
 from worldsim.sim.scenes.bouncing_balls import BouncingBallsConfig
+from worldsim.sim.scenes.occlusion import OcclusionConfig
+from worldsim.sim.scenes.push import PushConfig
+from worldsim.sim.scenes.shatter import ShatterConfig
 
 SCENES: dict[str, type[SceneConfig]] = {
     BouncingBallsConfig.name: BouncingBallsConfig,
+    ShatterConfig.name: ShatterConfig,
+    OcclusionConfig.name: OcclusionConfig,
+    PushConfig.name: PushConfig,
 }
 
 
@@ -29,7 +35,10 @@ __all__ = [
     "SPLITS",
     "BouncingBallsConfig",
     "ConfigError",
+    "OcclusionConfig",
+    "PushConfig",
     "SceneConfig",
+    "ShatterConfig",
     "episode_seed",
     "parse_resolution",
     "scene_config",

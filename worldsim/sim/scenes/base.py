@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from worldsim.sim.spec import CameraSpec, PhysicsSpec, SceneSpec, SpecError
+from worldsim.sim import palette
+from worldsim.sim.spec import AgentSpec, CameraSpec, ObjectSpec, PhysicsSpec, SceneSpec, SpecError
 
 SPLITS = ("train", "test", "ood")
 
@@ -127,8 +128,18 @@ class SceneConfig:
     box_height: float = 2.0  # metres from the bottom edge of the frame to the top
     gravity: Words = field(default_factory=lambda: {"normal": [9.81, 9.81]})  # m/s^2, by word
     ood: dict[str, Any] = field(default_factory=dict)  # held-out ranges for split=ood
+    # (colour, size word) pairs never drawn for train or test; ood draws one of them
+    # for its first object: unseen combinations of familiar colours and sizes.
+    held_out_looks: list[list[str]] = field(default_factory=list)
+    # An agent: a white disc driven by actions (see worldsim.sim.actions).
+    agent: bool = False
+    agent_radius: float = 0.1  # m
+    agent_mass: float = 1.0  # kg
+    actions: str = "random"  # random (Ornstein-Uhlenbeck) | scripted (push an object to a goal) | mixed
+    scripted_fraction: float = 0.5  # with actions=mixed: how often the scripted policy drives
     # Fields that may be overridden for split=ood (subclasses extend).
     ood_keys: ClassVar[tuple[str, ...]] = ()
+    ACTION_SOURCES: ClassVar[tuple[str, ...]] = ("random", "scripted", "mixed")
 
     def __post_init__(self) -> None:
         if self.fps <= 0 or self.substeps <= 0:
@@ -136,6 +147,20 @@ class SceneConfig:
         if self.box_height <= 0:
             raise ConfigError(f"scene.box_height must be positive, got {self.box_height}")
         check_words("scene.gravity", self.gravity, lo=0.0)
+        if self.actions not in self.ACTION_SOURCES:
+            raise ConfigError(f"scene.actions must be one of {self.ACTION_SOURCES}, got {self.actions!r}")
+        if not 0.0 <= self.scripted_fraction <= 1.0:
+            raise ConfigError(f"scene.scripted_fraction must be in [0, 1], got {self.scripted_fraction}")
+        if self.agent_radius <= 0 or self.agent_mass <= 0:
+            raise ConfigError("scene.agent_radius and scene.agent_mass must be positive")
+        sizes = getattr(self, "radius", None) if isinstance(getattr(self, "radius", None), dict) else getattr(self, "size", None)
+        colours = getattr(self, "colours", [])
+        for pair in self.held_out_looks:
+            if len(pair) != 2 or pair[0] not in colours or not isinstance(sizes, dict) or pair[1] not in sizes:
+                raise ConfigError(
+                    f"scene.held_out_looks: {pair} must be [colour, size word] with a colour of scene.colours and a "
+                    f"size word of the scene ({list(sizes) if isinstance(sizes, dict) else 'none'})"
+                )
         bad = [k for k in self.ood if k not in self.ood_keys]
         if bad:
             raise ConfigError(f"scene.ood: {bad} cannot be held out; valid keys: {list(self.ood_keys)}")
@@ -165,25 +190,85 @@ class SceneConfig:
         h, w = resolution
         camera = CameraSpec(view=self.view, height=h, width=w, box_height=cfg.box_height)
         gname, g = word(rng, cfg.gravity)
-        physics = PhysicsSpec(gravity=g, fps=cfg.fps, substeps=cfg.substeps, ground_friction=cfg._ground_friction(rng))
+        physics = PhysicsSpec(gravity=g, fps=cfg.fps, substeps=cfg.substeps)
         labels = {"gravity": gname} if self.view == "side" else {}
         try:
-            return cfg._sample(rng, camera=camera, physics=physics, num_frames=num_frames, labels=labels)
+            spec = cfg._sample(rng, camera=camera, physics=physics, num_frames=num_frames, labels=labels, split=split)
+            if cfg.agent and spec.agent_index is None:
+                spec = cfg._add_agent(rng, spec)
         except SpecError as e:
             raise ConfigError(f"scene {self.name!r} drew an impossible spec: {e}") from e
+        return spec
+
+    def action_source(self, spec: SceneSpec, rng: np.random.Generator) -> Any:
+        """The actions of an episode: an array, a closed-loop policy, or None (no agent).
+
+        Draws from ``rng`` after the spec, so the actions are part of the episode's seed.
+        """
+        from worldsim.sim.actions import ScriptedPusher, ou_actions
+
+        if spec.agent_index is None:
+            return None
+        scripted = self.actions == "scripted" or (self.actions == "mixed" and rng.random() < self.scripted_fraction)
+        passive = [i for i, o in enumerate(spec.objects) if o.role == "passive" and o.shape != "pane"]
+        if scripted and passive:
+            target = passive[int(rng.integers(len(passive)))]
+            name, goal = goal_region(rng, spec)
+            spec.labels.update({"agent.policy": "scripted", "agent.target": spec.objects[target].name, "agent.goal": name})
+            return ScriptedPusher(spec, target, goal)
+        spec.labels["agent.policy"] = "random"
+        return ou_actions(rng, spec.num_frames, fps=spec.physics.fps)
+
+    def look(
+        self, rng: np.random.Generator, colours: list[str], sizes: Words, taken: set[str], *, first: bool, split: str
+    ) -> tuple[str, str, float]:
+        """(colour, size word, size) for a new object, honouring held-out looks: never a
+        held-out pair for train/test; for ood, a held-out pair for the first object."""
+        held = {tuple(p) for p in self.held_out_looks}
+        free = [c for c in colours if c not in taken]
+        if not free:
+            raise SpecError("more objects than colours: every object needs its own colour")
+        if first and held and split == "ood":
+            options = [p for p in sorted(held) if p[0] in free]
+            if options:
+                c, w = options[int(rng.integers(len(options)))]
+                return c, w, uniform(rng, sizes[w])
+        for _ in range(100):
+            c = free[int(rng.integers(len(free)))]
+            w, size = word(rng, sizes)
+            if (c, w) not in held:
+                return c, w, size
+        raise SpecError("every free colour-size pair is held out; shorten scene.held_out_looks")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **dataclasses.asdict(self)}
 
     # -- for subclasses -------------------------------------------------------------------
-    def _ground_friction(self, rng: np.random.Generator) -> float:
-        return 0.0
+    def _add_agent(self, rng: np.random.Generator, spec: SceneSpec) -> SceneSpec:
+        """The spec with a white agent disc placed clear of every object."""
+        import dataclasses
+
+        r = self.agent_radius
+        avoid = [(o.position[0], o.position[1], o.radius) for o in spec.objects]
+        (u, v), = place_discs(rng, [r], (spec.camera.box_width, spec.camera.box_height), avoid=avoid)
+        agent = ObjectSpec(
+            name="agent", shape="sphere", size=(r, r), colour=palette.AGENT_COLOUR[0], mass=self.agent_mass,
+            restitution=0.2, friction=0.3, position=(u, v), role="agent",
+        )
+        return dataclasses.replace(spec, objects=(*spec.objects, agent), agent=AgentSpec())
 
     def _validate_geometry(self, resolution: tuple[int, int]) -> None:
         """Raise ConfigError if objects cannot fit in the box at this resolution."""
 
     def _sample(
-        self, rng: np.random.Generator, *, camera: CameraSpec, physics: PhysicsSpec, num_frames: int, labels: dict[str, str]
+        self,
+        rng: np.random.Generator,
+        *,
+        camera: CameraSpec,
+        physics: PhysicsSpec,
+        num_frames: int,
+        labels: dict[str, str],
+        split: str,
     ) -> SceneSpec:
         raise NotImplementedError
 
@@ -216,6 +301,19 @@ def place_discs(
         else:
             raise SpecError(f"could not place {len(radii)} discs without overlap in {tries} tries; use fewer or smaller objects")
     return out
+
+
+GOAL_REGIONS = ("bottom left", "bottom", "bottom right", "left", "centre", "right", "top left", "top", "top right")
+
+
+def goal_region(rng: np.random.Generator, spec: SceneSpec) -> tuple[str, tuple[float, float]]:
+    """A named region of the box (3 x 3 grid) and a point in its middle part."""
+    k = int(rng.integers(len(GOAL_REGIONS)))
+    row, col = divmod(k, 3)
+    w, h = spec.camera.box_width, spec.camera.box_height
+    u = (col + rng.uniform(0.3, 0.7)) * w / 3
+    v = (row + rng.uniform(0.3, 0.7)) * h / 3
+    return GOAL_REGIONS[k], (float(u), float(v))
 
 
 def random_direction(rng: np.random.Generator) -> tuple[float, float]:

@@ -34,10 +34,10 @@ class BouncingBallsConfig(SceneConfig):
     """Ranges of the bouncing-balls scene (see conf/scene/bouncing_balls.yaml)."""
 
     name: ClassVar[str] = "bouncing_balls"
-    ood_keys: ClassVar[tuple[str, ...]] = ("num_balls", "speed", "radius")
+    ood_keys: ClassVar[tuple[str, ...]] = ("num_balls", "speed")
 
     num_balls: Range = field(default_factory=lambda: [1, 3])
-    radius: Range = field(default_factory=lambda: [0.1, 0.2])  # m
+    radius: Words = field(default_factory=lambda: {"small": [0.09, 0.12], "large": [0.15, 0.2]})  # m, by word
     speed: Range = field(default_factory=lambda: [0.5, 4.0])  # m/s, initial, random direction
     restitution: Words = field(
         default_factory=lambda: {"dead": [0.1, 0.3], "bouncy": [0.55, 0.75], "very bouncy": [0.88, 0.98]}
@@ -49,10 +49,11 @@ class BouncingBallsConfig(SceneConfig):
         default_factory=lambda: {"zero": [0.0, 0.0], "low": [2.0, 4.0], "normal": [9.81, 9.81], "high": [15.0, 20.0]}
     )
     ood: dict = field(default_factory=lambda: {"num_balls": [4, 5], "speed": [4.5, 6.0]})
+    held_out_looks: list = field(default_factory=lambda: [["red", "large"], ["blue", "small"], ["yellow", "large"]])
 
     def __post_init__(self) -> None:
         check_range("scene.num_balls", self.num_balls, lo=1, integer=True)
-        check_range("scene.radius", self.radius, lo=1e-3)
+        check_words("scene.radius", self.radius, lo=1e-3)
         check_range("scene.speed", self.speed, lo=0.0)
         check_range("scene.friction", self.friction, lo=0.0)
         check_words("scene.restitution", self.restitution, lo=0.0, hi=1.0)
@@ -71,7 +72,7 @@ class BouncingBallsConfig(SceneConfig):
     def _validate_geometry(self, resolution: tuple[int, int]) -> None:
         h, w = resolution
         box_w, box_h = self.box_height * w / h, self.box_height
-        r = float(self.radius[1])
+        r = max(float(x[1]) for x in self.radius.values())
         if 2 * r >= min(box_w, box_h):
             raise ConfigError(
                 f"scene.radius: a ball of radius {r} m does not fit in the {box_w:.2f} x {box_h:.2f} m box; "
@@ -85,11 +86,23 @@ class BouncingBallsConfig(SceneConfig):
             )
 
     def _sample(
-        self, rng: np.random.Generator, *, camera: CameraSpec, physics: PhysicsSpec, num_frames: int, labels: dict[str, str]
+        self,
+        rng: np.random.Generator,
+        *,
+        camera: CameraSpec,
+        physics: PhysicsSpec,
+        num_frames: int,
+        labels: dict[str, str],
+        split: str,
     ) -> SceneSpec:
         n = integer(rng, self.num_balls)
-        colours = [self.colours[i] for i in rng.permutation(len(self.colours))[:n]]
-        radii = [uniform(rng, self.radius) for _ in range(n)]
+        colours: list[str] = []
+        radii: list[float] = []
+        for i in range(n):
+            c, sname, r = self.look(rng, self.colours, self.radius, set(colours), first=i == 0, split=split)
+            colours.append(c)
+            radii.append(r)
+            labels[f"ball{i}.size"] = sname
         centres = place_discs(rng, radii, (camera.box_width, camera.box_height))
         objects = []
         for i in range(n):
