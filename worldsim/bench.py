@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m worldsim.bench generate``.
+"""Benchmarks: ``python -m worldsim.bench generate | agreement``.
 
 Each prints one JSON line: the figures and the references they are measured against,
 in the same run on the same machine.
@@ -8,6 +8,9 @@ in the same run on the same machine.
 of the engine rendering the same RGB and instance ids alone (the same scenes, built
 once, rendered as many times), their ratio, and the speed-up of ``workers=2`` over
 ``workers=1`` for the whole generation command.
+
+``agreement``: PyBullet against MuJoCo on the same specs and actions, per scene (see
+:func:`bench_agreement`).
 """
 
 from __future__ import annotations
@@ -103,6 +106,55 @@ def bench_generate(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def bench_agreement(args: argparse.Namespace) -> dict[str, Any]:
+    """Cross-engine agreement on the same specs and actions (test-split seeds).
+
+    Per scene: how often both engines count the same wall bounces in the first 16
+    frames, give the same break / no-break outcome and the same number of hides,
+    and how far apart the objects are (px) at frames 8, 16 and the last. This is
+    the engine variance that evaluation compares learned rollouts against.
+    """
+    from worldsim.sim.engine import make_engine
+    from worldsim.sim.scenes import SCENES, episode_seed, scene_config
+    from worldsim.sim.simulate import simulate
+
+    engines = {name: make_engine(name) for name in ("pybullet", "mujoco")}
+    out: dict[str, Any] = {"bench": "agreement", "resolution": [64, 64], "frames": args.frames, "episodes": args.episodes, "results": {}}
+    for scene in args.scenes or list(SCENES):
+        cfg = scene_config(scene)
+        walls, calm, breaks, hides, gaps = [], [], [], [], []
+        for i in range(args.episodes):
+            rng = np.random.default_rng(episode_seed(0, scene, "test", i))
+            spec = cfg.sample(rng, num_frames=args.frames, resolution=(64, 64), split="test")
+            a, ea = simulate(spec, engines["pybullet"], cfg.action_source(spec, rng))
+            b, eb = simulate(spec, engines["mujoco"], a["actions"])  # the same actions, open loop
+
+            def count(events: list[dict[str, Any]], kind: str) -> int:
+                return sum(e["type"] == kind and e["frame"] <= 16 for e in events)
+
+            walls.append(count(ea, "wall") == count(eb, "wall"))
+            if not count(ea, "collision") and not count(eb, "collision"):
+                calm.append(walls[-1])  # no object met another: no chaos to amplify differences
+            hides.append(count(ea, "occlusion") == count(eb, "occlusion"))
+            if any(o.shape == "pane" for o in spec.objects):
+                breaks.append(any(e["type"] == "break" for e in ea) == any(e["type"] == "break" for e in eb))
+            d = np.linalg.norm(a["positions"] - b["positions"], axis=-1).mean(-1)  # (T,) mean over objects
+            gaps.append([d[min(8, len(d) - 1)], d[min(16, len(d) - 1)], d[-1]])
+        g = np.mean(gaps, 0)
+        out["results"][scene] = {
+            "wall_bounces_16_agree": round(float(np.mean(walls)), 3),
+            "wall_bounces_16_agree_without_collisions": round(float(np.mean(calm)), 3) if calm else None,
+            "episodes_without_collisions": len(calm),
+            "hides_16_agree": round(float(np.mean(hides)), 3),
+            **({"break_agree": round(float(np.mean(breaks)), 3)} if breaks else {}),
+            "position_gap_px": {"frame_8": round(float(g[0]), 2), "frame_16": round(float(g[1]), 2), f"frame_{args.frames - 1}": round(float(g[2]), 2)},
+        }
+    for e in engines.values():
+        e.close()
+    out["machine"] = _machine()
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worldsim.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -113,9 +165,15 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--frames", type=int, default=32)
     g.add_argument("--workers-episodes", type=int, default=320, help="episodes for the workers comparison (0: skip)")
     g.add_argument("--repeats", type=int, default=2, help="alternating repeats of the workers comparison (best kept)")
+    a = sub.add_parser("agreement", help="PyBullet vs MuJoCo on the same specs and actions")
+    a.add_argument("--scenes", nargs="+", default=None, help="default: every scene")
+    a.add_argument("--episodes", type=int, default=100)
+    a.add_argument("--frames", type=int, default=32)
     args = parser.parse_args(argv)
     if args.what == "generate":
         result = bench_generate(args)
+    elif args.what == "agreement":
+        result = bench_agreement(args)
     print(json.dumps(result))
 
 

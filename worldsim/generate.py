@@ -111,7 +111,7 @@ def make_episode(stream: StreamConfig, index: int) -> tuple[dict[str, np.ndarray
     seed = episode_seed(stream.seed, stream.scene.name, stream.split, index)
     rng = np.random.default_rng(seed)
     spec = stream.scene.sample(rng, num_frames=stream.frames, resolution=stream.resolution, split=stream.split)
-    actions = stream.scene.actions(spec, rng) if hasattr(stream.scene, "actions") else None
+    actions = stream.scene.action_source(spec, rng)
     arrays, events = simulate(spec, _engine(stream.engine), actions)
     meta = {
         "id": stream.episode_id(index),
@@ -255,21 +255,35 @@ def write_preview(out: str | os.PathLike[str], rows: list[dict[str, Any]], *, ma
 
 
 # -- the command line ---------------------------------------------------------------------------
+def _group_config(group: str, name: str) -> Any:
+    """Instantiate conf/GROUP/NAME.yaml (a scene or engine config)."""
+    from omegaconf import OmegaConf
+
+    path = Path(config_dir()) / group / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"unknown {group} {name!r} in the suite; valid: {', '.join(valid)}")
+    return hydra.utils.instantiate(OmegaConf.load(path), _convert_="all")
+
+
 def streams_from_config(cfg: DictConfig) -> list[StreamConfig]:
-    """The streams a generate config asks for (one, or a suite's)."""
-    scene = hydra.utils.instantiate(cfg.scene, _convert_="all")
-    engine = hydra.utils.instantiate(cfg.engine, _convert_="all")
-    return [
-        StreamConfig(
-            scene=scene,
-            engine=engine,
-            episodes=int(cfg.episodes),
-            frames=int(cfg.frames),
-            resolution=parse_resolution(cfg.resolution),
-            seed=int(cfg.seed),
-            split=str(cfg.split),
-        )
-    ]
+    """The streams a generate config asks for: one, or every stream of a suite."""
+    common = dict(frames=int(cfg.frames), resolution=parse_resolution(cfg.resolution), seed=int(cfg.seed))
+    if cfg.get("suite") is None:
+        scene = hydra.utils.instantiate(cfg.scene, _convert_="all")
+        engine = hydra.utils.instantiate(cfg.engine, _convert_="all")
+        return [StreamConfig(scene=scene, engine=engine, episodes=int(cfg.episodes), split=str(cfg.split), **common)]
+    streams = []
+    for scene_name, counts in cfg.suite.scenes.items():
+        bad = [k for k in counts if k not in SPLITS]
+        if bad:
+            raise ConfigError(f"suite.scenes.{scene_name}: unknown splits {bad}; valid: {SPLITS}")
+        scene = _group_config("scene", scene_name)
+        for engine_name in cfg.suite.engines:
+            engine = _group_config("engine", engine_name)
+            for split, n in counts.items():
+                streams.append(StreamConfig(scene=scene, engine=engine, episodes=int(n), split=split, **common))
+    return streams
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -281,7 +295,13 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             stream, cfg.out, workers=int(cfg.workers), shard=int(cfg.shard), num_shards=int(cfg.num_shards), progress=bool(cfg.progress)
         )
     if cfg.preview and int(cfg.shard) == 0:
-        path = write_preview(cfg.out, rows)
+        shown = rows
+        if len(streams) > 1:  # a suite: the first episode of every stream
+            firsts: dict[str, dict[str, Any]] = {}
+            for r in rows:
+                firsts.setdefault(r["id"].rsplit("-", 1)[0], r)
+            shown = list(firsts.values())
+        path = write_preview(cfg.out, shown)
         if path is not None:
             log.info("preview: %s", path)
     log.info("%d episodes in %s", len(rows), os.path.abspath(cfg.out))
