@@ -136,3 +136,31 @@ def test_episodes_agree_with_their_manifest_lines(tmp_path):
         for e in row["events"]:
             assert {"type", "frame"} <= set(e)
         assert json.loads(json.dumps(row["params"]))["scene"] == "bouncing_balls"
+
+
+def test_a_suite_makes_every_scene_in_both_engines_and_every_split(tmp_path):
+    out = tmp_path / "suite"
+    cli("suite=smoke", "frames=6", f"out={out}", "progress=false", cwd=tmp_path)
+    rows = read_manifest(out)
+    streams = {(r["scene"], r["engine"], r["split"]) for r in rows}
+    assert {s for s, _, _ in streams} == {"bouncing_balls", "shatter", "occlusion", "push"}
+    assert {e for _, e, _ in streams} == {"pybullet", "mujoco"}
+    assert {p for _, _, p in streams} == {"train", "test", "ood"}
+    assert len(rows) == 4 * 2 * 4
+    for r in rows:
+        assert r["caption"] and r["caption_detailed"] and isinstance(r["events"], list)
+    push = [r for r in rows if r["scene"] == "push"]
+    assert any(np.abs(load_episode(out / r["path"], frames=False)["actions"]).max() > 0 for r in push)
+    assert (out / "preview.mp4").is_file()
+
+
+def test_benchmarks_print_one_json_line(tmp_path):
+    for args in (
+        ["generate", "--scenes", "bouncing_balls", "--engines", "mujoco", "--episodes", "1", "--frames", "4", "--workers-episodes", "0", "--repeats", "1"],
+        ["agreement", "--scenes", "occlusion", "--episodes", "2", "--frames", "6"],
+    ):
+        r = subprocess.run([sys.executable, "-m", "worldsim.bench", *args], cwd=tmp_path, capture_output=True, text=True, check=True)
+        lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+        assert len(lines) == 1
+        out = json.loads(lines[0])
+        assert out["bench"] == args[0] and out["results"]
