@@ -59,3 +59,20 @@ def tiny_data(tmp_path_factory):
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tiny_data, tmp_path_factory):
+    """A DiT run trained for 2 steps on tiny_data (pixel space, 32x32): weights that
+    are barely trained but real, for testing everything that loads a world model."""
+    from worldsim.train import OptimConfig, TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_world")
+    cfg = TrainConfig(
+        stage="dit", data=str(tiny_data), out=str(out), max_steps=2, batch_size=2, clip_frames=4, num_workers=0,
+        checkpoint_every=2, sample_every=1000, optim=OptimConfig(lr=1e-3, warmup_steps=1, ema=0.5),
+        stage_options={"model": {"dim": 32, "depth": 2, "heads": 2, "patch": [1, 8, 8]}, "text": {"dim": 16, "depth": 1, "heads": 2},
+                       "autoencoder": "identity"},
+    )
+    train(cfg)
+    return out

@@ -190,7 +190,7 @@ def _pool_context() -> mp.context.BaseContext:
     # child cannot use. forkserver starts workers from a clean server process.
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["worldsim.generate", "worldsim.sim.pybullet", "worldsim.sim.mujoco"])
+        ctx.set_forkserver_preload(["worldsim.sim.pybullet", "worldsim.sim.mujoco"])
         return ctx
     return mp.get_context("spawn")
 

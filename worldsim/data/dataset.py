@@ -112,13 +112,23 @@ class ClipDataset(Dataset):
             self._cache[k] = ep
         return ep
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``i``, or ``(i, seed)``: the window start then comes from ``seed``
+        (what :class:`worldsim.train.StepBatches` passes, for exact resumes)."""
+        seed = None
+        if isinstance(i, tuple):
+            i, seed = i
         k = i % len(self.episodes)
         row = self.episodes[k]
         ep = self._load(k)
         T = ep["frames"].shape[0]
         span = T - self.clip_frames
-        start = int(torch.randint(span + 1, ()).item()) if self.window == "random" and span > 0 else 0
+        if self.window == "first" or span <= 0:
+            start = 0
+        elif seed is not None:
+            start = int(np.random.default_rng(seed).integers(span + 1))
+        else:
+            start = int(torch.randint(span + 1, ()).item())
         sl = slice(start, start + self.clip_frames)
         frames = torch.from_numpy(np.ascontiguousarray(ep["frames"][sl]))  # (T, H, W, 3) uint8
         frames = frames.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (T, 3, H, W) in [-1, 1]

@@ -47,3 +47,49 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     remap = {int(r): k + 1 for k, r in enumerate(uniq)}
     labels[mask] = [remap[int(r)] for r in roots]
     return labels, len(uniq)
+
+
+def classify_pixels(frames: np.ndarray, colours: np.ndarray, *, background: tuple[int, int, int] = (0, 0, 0), max_distance: float = 90.0) -> np.ndarray:
+    """Assign every pixel to the nearest of ``colours`` (K, 3) or the background.
+
+    frames: (..., H, W, 3) uint8. Returns (..., H, W) int16: k + 1 for colour k, 0 for
+    background or for pixels farther than ``max_distance`` (RGB, Euclidean) from
+    every colour (blurry in-between shades of a prediction are not objects).
+    """
+    px = frames.astype(np.float32)
+    table = np.concatenate([np.asarray([background], np.float32), np.asarray(colours, np.float32).reshape(-1, 3)])  # (K+1, 3)
+    d2 = ((px[..., None, :] - table) ** 2).sum(-1)  # (..., H, W, K+1)
+    best = d2.argmin(-1).astype(np.int16)
+    best[d2.min(-1) > max_distance**2] = 0
+    return best
+
+
+def detect_objects(
+    frames: np.ndarray, colours: np.ndarray, *, min_pixels: int = 1, background: tuple[int, int, int] = (0, 0, 0), max_distance: float = 90.0
+) -> dict[str, np.ndarray]:
+    """Objects read off frames by their palette colours.
+
+    Args:
+      frames: (T, H, W, 3) uint8.
+      colours: (K, 3) the RGB colour of each object to find.
+      min_pixels: fewer pixels of a colour than this and the object is absent.
+
+    Returns ``centroids`` (T, K, 2) in pixels (x right, y down; pixel (c, r) centred
+    at (c + 0.5, r + 0.5); NaN where absent), ``areas`` (T, K) pixel counts and
+    ``present`` (T, K) bool.
+    """
+    labels = classify_pixels(frames, colours, background=background, max_distance=max_distance)  # (T, H, W)
+    T, H, W = labels.shape
+    K = len(colours)
+    flat = labels.reshape(T, -1).astype(np.int64)
+    offsets = (np.arange(T)[:, None] * (K + 1) + flat).ravel()
+    areas = np.bincount(offsets, minlength=T * (K + 1)).reshape(T, K + 1)[:, 1:]
+    xs = np.tile(np.arange(W) + 0.5, H)
+    ys = np.repeat(np.arange(H) + 0.5, W)
+    sx = np.bincount(offsets, weights=np.tile(xs, T), minlength=T * (K + 1)).reshape(T, K + 1)[:, 1:]
+    sy = np.bincount(offsets, weights=np.tile(ys, T), minlength=T * (K + 1)).reshape(T, K + 1)[:, 1:]
+    present = areas >= min_pixels
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroids = np.stack([sx / areas, sy / areas], -1)
+    centroids[~present] = np.nan
+    return {"centroids": centroids.astype(np.float32), "areas": areas.astype(np.int32), "present": present}

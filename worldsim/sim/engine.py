@@ -350,9 +350,12 @@ class Engine(abc.ABC):
         pv[:, 1] = -ovel[:, 1] * ppm
         return {"positions": px.astype(np.float32), "velocities": pv.astype(np.float32), "angles": oang.astype(np.float32)}
 
-    def events(self) -> list[dict[str, Any]]:
-        """Contact, wall and break events so far, sorted by frame."""
-        self._tracker.flush()
+    def events(self, *, final: bool = True) -> list[dict[str, Any]]:
+        """Contact, wall and break events so far, sorted by frame. ``final``: the
+        episode is over, so contacts still within their first frame are reported
+        too (before the end, they are reported once that frame has passed)."""
+        if final:
+            self._tracker.flush()
         evs = self._tracker.events + self._break_events
         return sorted(evs, key=lambda e: (e["frame"], e["type"], str(e.get("objects", e.get("object")))))
 

@@ -73,6 +73,8 @@ class PyBulletEngine(Engine):
 
     # -- build ---------------------------------------------------------------------
     def _build(self, spec: SceneSpec, bodies: list[Body], welds: list[Weld]) -> None:
+        if self._client is None:  # closed earlier: reconnect
+            self._client = pb.connect(pb.DIRECT)
         c = self._client
         pb.resetSimulation(physicsClientId=c)
         pb.setPhysicsEngineParameter(

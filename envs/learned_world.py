@@ -1,0 +1,295 @@
+"""``LearnedWorld-v0``: the same worlds as ``PhysicsWorld-v0``, simulated by a trained
+model; and its batched vector version (one model call steps every world)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from worldsim.diffusion.sampling import SamplerConfig
+from worldsim.sim.captions import caption_detailed
+from worldsim_envs.physics_world import PhysicsWorldEnv, check_action
+
+
+def default_checkpoint() -> str | None:
+    """The reference weights shipped with worldsim, if any."""
+    try:
+        from worldsim.assets import reference_checkpoint
+    except ImportError:
+        return None
+    return reference_checkpoint()
+
+
+NO_CHECKPOINT = (
+    "LearnedWorld-v0 needs a trained model: gymnasium.make('worldsim:LearnedWorld-v0', checkpoint=PATH) with PATH a "
+    "DiT run directory or checkpoint file (python -m worldsim.train stage=dit ... makes one)"
+)
+
+
+class _Worlds:
+    """N learned worlds stepped together, each started from its physics twin."""
+
+    def __init__(self, n: int, *, checkpoint: str | None, scene: str, engine: str, context: int, split: str, scene_overrides: dict[str, Any] | None,
+                 sampler_steps: int, text_scale: float, action_scale: float, window: int, device: str, precision: str):
+        from worldsim.simulator import LearnedSimulator
+
+        checkpoint = checkpoint or default_checkpoint()
+        if checkpoint is None:
+            raise ValueError(NO_CHECKPOINT)
+        if context < 1:
+            raise ValueError(f"context must be at least 1 frame, got {context}")
+        sampler = SamplerConfig(steps=sampler_steps, text_scale=text_scale, action_scale=action_scale)
+        self.sim = LearnedSimulator(checkpoint, device=device, precision=precision, sampler=sampler, window=window)
+        res = f"{self.sim.height}x{self.sim.width}"
+        self.twins = [PhysicsWorldEnv(scene, engine, res, split, scene_overrides) for _ in range(n)]
+        self.context = context
+        self.n = n
+        self.captions = [""] * n
+        self._warned = False
+
+    def reset(self, rngs: list[np.random.Generator], options: list[dict[str, Any]], seeds: list[int | None]) -> np.ndarray:
+        """Start every world: world i's physics twin is reset with ``seeds[i]`` (or a
+        seed drawn from ``rngs[i]``), its sampler noise seeded from ``rngs[i]``."""
+        frames, prompts, gens = [], [], []
+        for twin, rng, opt, seed in zip(self.twins, rngs, options, seeds):
+            given = opt.get("frames")
+            if given is not None:
+                clip = np.asarray(given)
+                clip = clip[None] if clip.ndim == 3 else clip
+            else:
+                twin_seed = seed if seed is not None else int(rng.integers(2**62))
+                obs, _ = twin.reset(seed=twin_seed, options={"scene": opt["scene"]} if "scene" in opt else None)
+                clip = [obs]
+                for _ in range(self.context - 1):  # the twin's first frames, under no command
+                    clip.append(twin.step(np.zeros(2, np.float32))[0])
+                clip = np.stack(clip)
+            frames.append(clip[-self.context :])
+            prompt = opt.get("prompt")
+            if prompt is None:  # what the twin knows that its first frames do not show
+                prompt = caption_detailed(twin.spec_, []) if twin.spec_ is not None else ""
+            prompts.append(prompt)
+            gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
+        if len({f.shape for f in frames}) > 1:
+            raise ValueError(f"every world needs the same number and size of context frames, got {[f.shape for f in frames]}")
+        self.captions = prompts
+        out = self.sim.reset(np.stack(frames), prompts, gens)
+        unknown = sorted({w for words in self.sim.unknown_words for w in words})
+        if unknown and not self._warned:
+            warnings.warn(f"the model does not know the prompt words {unknown}; it runs without them", stacklevel=3)
+            self._warned = True
+        return out
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        return self.sim.step(actions)
+
+    def close(self) -> None:
+        for t in self.twins:
+            t.close()
+
+
+class LearnedWorldEnv(gym.Env):
+    """
+    ## Description
+
+    A worldsim scene simulated by a trained video world model, one frame per step:
+    the learned twin of ``PhysicsWorld-v0``, with the same spaces. By default a reset
+    starts the physics twin with the same seed, takes its first ``context`` frames as
+    the model's context and the twin's scene description (objects and hidden physical
+    parameters, as words) as its prompt, so ``reset(seed=s)`` starts both twins in the
+    same state (this one ``context - 1`` frames later).
+
+    ## Action Space
+
+    ``Box(-1, 1, (2,), float32)``, as ``PhysicsWorld-v0``: the agent's target
+    velocity (x right, y up); scenes without an agent ignore it. Finite values outside
+    [-1, 1] are clipped; a wrong shape or dtype, NaN or inf raises ``ValueError``.
+
+    ## Observation Space
+
+    ``Box(0, 255, (H, W, 3), uint8)`` at the model's resolution.
+
+    ## Rewards
+
+    None: 0 every step.
+
+    ## Starting State
+
+    The last of the context frames: the physics twin's (see Description), or
+    ``options["frames"]`` (K, H, W, 3) uint8, under ``options["prompt"]``.
+
+    ## Episode End
+
+    Never terminated; truncated after ``max_episode_steps`` (registered as 200).
+
+    ## Arguments
+
+    ``gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=PATH, scene="bouncing_balls",
+    engine="pybullet", context=4, split="test", sampler_steps=4, text_scale=1.0,
+    action_scale=1.0, window=8, device="auto", precision="auto", render_mode=None)``.
+    ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
+    ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
+    model runs without them, with one warning).
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        scene: str = "bouncing_balls",
+        engine: str = "pybullet",
+        context: int = 4,
+        split: str = "test",
+        scene_overrides: dict[str, Any] | None = None,
+        sampler_steps: int = 4,
+        text_scale: float = 1.0,
+        action_scale: float = 1.0,
+        window: int = 8,
+        device: str = "auto",
+        precision: str = "auto",
+        render_mode: str | None = None,
+    ):
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.worlds = _Worlds(
+            1, checkpoint=checkpoint, scene=scene, engine=engine, context=context, split=split, scene_overrides=scene_overrides,
+            sampler_steps=sampler_steps, text_scale=text_scale, action_scale=action_scale, window=window, device=device, precision=precision,
+        )
+        h, w = self.worlds.sim.height, self.worlds.sim.width
+        self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.metadata = {**self.metadata, "render_fps": self.worlds.sim.fps}
+        self.render_mode = render_mode
+        self._frame: np.ndarray | None = None
+        self._figure: Any = None
+        self._steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._frame = self.worlds.reset([self.np_random], [dict(options or {})], [seed])[0]
+        self._steps = 0
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), self._info()
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._frame is None:
+            raise RuntimeError("call reset() before step()")
+        a = check_action(action, self.action_space)
+        self._frame = self.worlds.step(a[None])[0]
+        self._steps += 1
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), 0.0, False, False, self._info()
+
+    def _info(self) -> dict[str, Any]:
+        return {"caption": self.worlds.captions[0], "unknown_words": self.worlds.sim.unknown_words[0], "frame": self._steps}
+
+    def render(self) -> np.ndarray | None:
+        if self._frame is None:
+            return None
+        if self.render_mode == "human":
+            import matplotlib.pyplot as plt
+
+            if self._figure is None:
+                self._figure = plt.figure("LearnedWorld")
+                self._image = plt.imshow(self._frame, interpolation="nearest")
+                plt.axis("off")
+            self._image.set_data(self._frame)
+            plt.pause(1.0 / self.metadata["render_fps"])
+            return None
+        return self._frame.copy()
+
+    def close(self) -> None:
+        if self._figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._figure)
+            self._figure = None
+        self.worlds.close()
+
+
+class LearnedWorldVectorEnv(gym.vector.VectorEnv):
+    """``gymnasium.make_vec("worldsim:LearnedWorld-v0", num_envs=N)``: N learned worlds,
+    stepped by one batched model call. Env i reset with ``seed + i`` equals a single
+    LearnedWorld-v0 reset with that seed.
+
+    Autoreset mode NEXT_STEP (Gymnasium's default): after the step where an episode
+    ends (at ``max_episode_steps``, for every world at once, since none terminates),
+    the next ``step`` resets the worlds and returns their first observations with
+    reward 0 and no termination or truncation.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20, "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 200, render_mode: str | None = None, **kwargs: Any):
+        self.num_envs = num_envs
+        self.worlds = _Worlds(
+            num_envs,
+            checkpoint=kwargs.pop("checkpoint", None),
+            scene=kwargs.pop("scene", "bouncing_balls"),
+            engine=kwargs.pop("engine", "pybullet"),
+            context=kwargs.pop("context", 4),
+            split=kwargs.pop("split", "test"),
+            scene_overrides=kwargs.pop("scene_overrides", None),
+            sampler_steps=kwargs.pop("sampler_steps", 4),
+            text_scale=kwargs.pop("text_scale", 1.0),
+            action_scale=kwargs.pop("action_scale", 1.0),
+            window=kwargs.pop("window", 8),
+            device=kwargs.pop("device", "auto"),
+            precision=kwargs.pop("precision", "auto"),
+        )
+        if kwargs:
+            raise TypeError(f"unknown arguments {sorted(kwargs)}")
+        h, w = self.worlds.sim.height, self.worlds.sim.width
+        self.single_observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps
+        self._rngs: list[np.random.Generator] = []
+        self._frames: np.ndarray | None = None
+        self._steps = 0
+        self._needs_reset = False
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is None:
+            seeds = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+        if seed is not None or not self._rngs:
+            # the same generator gymnasium.Env.reset(seed=s) makes for a single env:
+            self._rngs = [gym.utils.seeding.np_random(s)[0] for s in seeds]
+        per_env = [dict(options or {}) for _ in range(self.num_envs)]
+        self._frames = self.worlds.reset(self._rngs, per_env, seeds)
+        self._steps = 0
+        self._needs_reset = False
+        return self._frames.copy(), {"caption": np.array(self.worlds.captions, dtype=object)}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        n = self.num_envs
+        if self._needs_reset:
+            obs, info = self.reset()
+            return obs, np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), info
+        a = np.asarray(actions)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"actions must be a {self.action_space} (float32 of shape {self.action_space.shape}), got shape {a.shape}")
+        a = np.stack([check_action(x, self.single_action_space) for x in a])
+        self._frames = self.worlds.step(a)
+        self._steps += 1
+        truncated = np.full(n, self.max_episode_steps is not None and self._steps >= self.max_episode_steps)
+        self._needs_reset = bool(truncated.any())
+        return self._frames.copy(), np.zeros(n), np.zeros(n, bool), truncated, {}
+
+    def render(self) -> np.ndarray | None:
+        return None if self._frames is None else self._frames.copy()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.worlds.close()

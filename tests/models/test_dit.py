@@ -1,0 +1,171 @@
+"""The DiT, the rectified-flow objective and the samplers."""
+
+import warnings
+
+import pytest
+import torch
+
+from worldsim.diffusion.flow import FlowConfig, context_masks, flow_loss, training_inputs
+from worldsim.diffusion.sampling import SamplerConfig, guided, sample, time_grid
+from worldsim.models.dit import DiT, DiTConfig, KVCache
+from worldsim.models.text import TextConfig, TextEncoder, Tokenizer
+from worldsim.models.world import WorldModel
+
+
+def model(patch=(1, 2, 2), seed=0, zero_init=False, **kw):
+    torch.manual_seed(seed)
+    cfg = DiTConfig(dim=32, depth=2, heads=2, patch=list(patch), latent_channels=4, text_dim=16, **kw)
+    dit = DiT(cfg).eval()
+    if not zero_init:  # adaLN-Zero starts every block as the identity: wake them up
+        for p in dit.parameters():
+            if p.abs().sum() == 0:
+                torch.nn.init.normal_(p, std=0.05)
+    return dit
+
+
+def text(b=1, s=3):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(b, s, 16, generator=g), torch.ones(b, s, dtype=torch.bool), torch.randn(b, 16, generator=g)
+
+
+@pytest.mark.parametrize("patch", [(1, 1, 1), (1, 2, 2), (2, 2, 2), (1, 4, 2)])
+def test_shapes_for_each_patch(patch):
+    dit = model(patch)
+    x = torch.randn(2, 4, 4, 8, 8)
+    with torch.no_grad():
+        v = dit(x, torch.rand(2, 4), torch.randn(2, 4, 2), text(2), causal=False)
+    assert v.shape == x.shape
+    tokens = dit.patchify(x)
+    assert tokens.shape == (2, 4 // patch[0], (8 // patch[1]) * (8 // patch[2]), patch[0] * patch[1] * patch[2] * 4)
+    assert torch.equal(dit.unpatchify(tokens, 8, 8), x)
+
+
+def test_runs_at_sizes_and_lengths_it_was_not_built_for():
+    dit = model()
+    for t, h, w in [(1, 4, 4), (9, 6, 10), (3, 16, 8)]:
+        with torch.no_grad():
+            assert dit(torch.randn(1, t, 4, h, w), torch.rand(1, t), torch.zeros(1, t, 2), text(), causal=True).shape == (1, t, 4, h, w)
+
+
+def test_block_causal_attention_blocks_the_future():
+    dit = model()
+    x, t, a = torch.randn(1, 5, 4, 8, 8), torch.rand(1, 5), torch.randn(1, 5, 2)
+    with torch.no_grad():
+        v = dit(x, t, a, text(), causal=True)
+        for f in range(4):
+            x2, t2, a2 = x.clone(), t.clone(), a.clone()
+            x2[:, f + 1 :] += 1.0
+            t2[:, f + 1 :] = 0.5
+            a2[:, f + 1 :] = -a2[:, f + 1 :]
+            v2 = dit(x2, t2, a2, text(), causal=True)
+            torch.testing.assert_close(v2[:, : f + 1], v[:, : f + 1])
+            assert not torch.allclose(v2[:, f + 1 :], v[:, f + 1 :])
+        # bidirectional attention does look ahead
+        vb = dit(x, t, a, text(), causal=False)
+        x2 = x.clone()
+        x2[:, 4] += 1.0
+        assert not torch.allclose(dit(x2, t, a, text(), causal=False)[:, 0], vb[:, 0])
+
+
+def test_adaln_zero_model_outputs_zero_at_init():
+    dit = model(zero_init=True)
+    with torch.no_grad():
+        v = dit(torch.randn(2, 3, 4, 8, 8), torch.rand(2, 3), torch.randn(2, 3, 2), text(2), causal=False)
+    assert torch.count_nonzero(v) == 0
+
+
+def test_kv_cached_stepping_matches_the_whole_sequence():
+    dit = model()
+    x, t, a = torch.randn(1, 4, 4, 8, 8), torch.rand(1, 4), torch.randn(1, 4, 2)
+    with torch.no_grad():
+        full = dit(x, t, a, text(), causal=True)
+        cache = KVCache(len(dit.blocks))
+        dit(x[:, :2], t[:, :2], a[:, :2], text(), causal=True, cache=cache, append=True)  # context, in one go
+        steps = [dit(x[:, 2:3], t[:, 2:3], a[:, 2:3], text(), causal=True, cache=cache, frame_offset=2)]  # look, don't store
+        dit(x[:, 2:3], t[:, 2:3], a[:, 2:3], text(), causal=True, cache=cache, frame_offset=2, append=True)
+        steps.append(dit(x[:, 3:4], t[:, 3:4], a[:, 3:4], text(), causal=True, cache=cache, frame_offset=3))
+    torch.testing.assert_close(torch.cat(steps, 1), full[:, 2:], atol=1e-5, rtol=1e-4)
+    assert cache.num_frames() == 3
+    window = KVCache(len(dit.blocks), window=2)
+    with torch.no_grad():
+        dit(x, t, a, text(), causal=True, cache=window, append=True)
+    assert window.num_frames() == 2 and int(window.frames.min()) == 2
+
+
+def test_context_masks_and_loss_count_only_generated_frames():
+    g = torch.Generator().manual_seed(0)
+    cfg = FlowConfig()
+    for causal in (True, False):
+        m = context_masks(64, 8, cfg, g, causal=causal)
+        assert not m.all(dim=1).any()
+        if causal:
+            first = m.float().argmin(dim=1)  # contexts are prefixes
+            assert all(m[i, : first[i]].all() and not m[i, first[i] :].any() for i in range(64) if m[i].any())
+    x0 = torch.randn(4, 6, 4, 8, 8)
+    inp = training_inputs(x0, cfg, g)
+    assert (inp["t"][inp["context"]] <= cfg.context_noise).all()
+    v = inp["target"].clone()
+    v[inp["context"]] += 100.0  # errors on context frames do not count
+    assert flow_loss(v, inp["target"], inp["context"]) == 0
+
+
+def test_sampling_returns_given_frames_untouched_and_guidance_one_is_unguided():
+    dit = model()
+    ctx = torch.randn(2, 4, 4, 8, 8)
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask[:, :2] = True
+    mask[1, 3] = True
+    tx = text(2)
+
+    def velocity(x, t, text_drop, action_drop):
+        k = x.shape[0] // 2
+        return dit(x, t, torch.zeros(x.shape[0], 4, 2), tuple(torch.cat([p] * k) for p in tx), causal=False, text_drop=text_drop, action_drop=action_drop)
+
+    with torch.no_grad():
+        for method in ("euler", "heun"):
+            out = sample(velocity, ctx.shape, SamplerConfig(method=method, steps=3), torch.Generator().manual_seed(0), context=ctx, context_mask=mask)
+            assert torch.equal(out[mask], ctx[mask])
+            assert not torch.allclose(out[~mask], ctx[~mask])
+        x, t = torch.randn(2, 4, 4, 8, 8), torch.rand(2, 4)
+        plain = velocity(x, t, torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool))
+        torch.testing.assert_close(guided(velocity, x, t, SamplerConfig(text_scale=1.0, action_scale=1.0)), plain)
+        different = guided(velocity, x, t, SamplerConfig(text_scale=3.0, action_scale=1.0))
+        assert not torch.allclose(different, plain)
+        a = sample(velocity, ctx.shape, SamplerConfig(), torch.Generator().manual_seed(5))
+        b = sample(velocity, ctx.shape, SamplerConfig(), torch.Generator().manual_seed(5))
+        assert torch.equal(a, b)
+    grid = time_grid(4, shift=3.0)
+    assert grid[0] == 1 and grid[-1] == 0 and (grid[:-1] > grid[1:]).all()
+
+
+def test_a_tiny_dit_overfits_one_clip():
+    torch.manual_seed(0)
+    world = WorldModel(DiTConfig(dim=64, depth=2, heads=2, latent_channels=4, text_dim=32), TextConfig(dim=32, depth=1, heads=2))
+    x0 = torch.randn(1, 4, 4, 8, 8)
+    acts = torch.zeros(1, 4, 2)
+    opt = torch.optim.AdamW(world.parameters(), lr=2e-3)
+    cfg = FlowConfig(text_drop=0.0, action_drop=0.0)
+    losses = []
+    for step in range(250):
+        inp = training_inputs(x0, cfg, torch.Generator().manual_seed(step % 4))  # a few fixed draws
+        v = world(inp["x_t"], inp["t"], acts, ["a red ball bounces"], causal=inp["causal"])
+        loss = flow_loss(v, inp["target"], inp["context"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 / 10
+
+
+def test_tokenizer_truncates_with_one_warning_and_knows_unknown_words():
+    tok = Tokenizer(max_length=8)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ids, mask = tok(["a red ball hits the floor then the blue ball hits the wall"] * 2)
+        tok(["two balls bounce in a box under low gravity and more"])
+    assert ids.shape == (2, 8) and mask.all()
+    assert len([x for x in w if "longer than" in str(x.message)]) == 1
+    assert tok.unknown("a zorgly ball") == ["zorgly"]
+    enc = TextEncoder(TextConfig(dim=16, depth=1, heads=2, max_length=8))
+    tokens, m, pooled = enc.encode(["a ball", "two balls bounce"])
+    assert tokens.shape[:2] == m.shape and pooled.shape == (2, 16)

@@ -1,0 +1,105 @@
+"""Checkpoints: what a training run saves, and how anything loads it back safely.
+
+A checkpoint is one file, ``RUN/checkpoints/step_NNNNNNN.pt``, written atomically,
+holding ``{"kind", "step", "config", "model", "ema", "optimizer"}``: plain tensors,
+numbers, strings and dicts, so it loads with ``torch.load(weights_only=True)`` (no
+pickled code runs). ``config`` is the resolved run config as a dict; loading code
+compares the parts that shape the weights against what it expects and refuses a
+mismatch, naming the keys that differ.
+
+Everywhere a checkpoint is asked for, a run directory (its latest checkpoint) or a
+checkpoint file is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worldsim.atomic import atomic_path
+
+_STEP = re.compile(r"step_(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or made for something else."""
+
+
+def checkpoint_path(run: str | os.PathLike[str], step: int) -> Path:
+    return Path(run) / "checkpoints" / f"step_{step:07d}.pt"
+
+
+def latest_checkpoint(run: str | os.PathLike[str]) -> Path | None:
+    """The newest checkpoint of a run directory, or None if it has none."""
+    folder = Path(run) / "checkpoints"
+    found = sorted((int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _STEP.search(p.name)))
+    return found[-1][1] if found else None
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file from a file or a run directory; CheckpointError if none."""
+    p = Path(path)
+    if p.is_dir():
+        found = latest_checkpoint(p)
+        if found is None:
+            raise CheckpointError(f"{p} is a directory with no checkpoints/step_*.pt; train there first, or pass a checkpoint file")
+        return found
+    if not p.is_file():
+        raise CheckpointError(f"no checkpoint at {p}: pass a run directory or a .pt checkpoint file")
+    return p
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (see the module docstring for the keys)."""
+    missing = [k for k in ("kind", "step", "config", "model") if k not in payload]
+    if missing:
+        raise ValueError(f"a checkpoint needs {missing}")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint (a file or a run directory's latest) without unpickling code.
+
+    Raises CheckpointError when it is missing, truncated or corrupt, or of another
+    ``kind`` ("autoencoder", "dit").
+    """
+    p = resolve(path)
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e}); it may be truncated or from another program") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{p}: not a worldsim checkpoint (keys: {list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
+    if kind is not None and ckpt.get("kind") != kind:
+        raise CheckpointError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: saved -> wanted`` for every key whose value differs (recursively)."""
+    out = []
+    for k in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(k), wanted.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} in the checkpoint, {b!r} here")
+    return out
+
+
+def require_same(saved: dict[str, Any], wanted: dict[str, Any], *, what: str, source: str) -> None:
+    """Raise CheckpointError listing the differences if the two configs differ."""
+    diff = config_differences(saved, wanted)
+    if diff:
+        raise CheckpointError(
+            f"{source} was trained with another {what} config: " + "; ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
+            + f". Use the {what} settings it was trained with, or another checkpoint"
+        )

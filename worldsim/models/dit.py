@@ -1,0 +1,394 @@
+"""The spacetime diffusion transformer (DiT) over video latents.
+
+Latent frames are cut into spacetime patches (``pt x ph x pw``) with einops; every
+token carries 3-D rotary position (time, row, column), which is relative, so the
+model runs at sizes and lengths it was not trained on. Each block is self-attention
+over all tokens of the clip, cross-attention to the caption's tokens, and an MLP;
+adaLN-Zero modulation (shift, scale, gate) is computed **per frame** from that frame's
+noise level, that frame's action, the pooled caption and the attention mode, so a
+clip can hold clean context frames next to noisy ones (Diffusion Forcing).
+
+Attention is block-causal (a frame sees itself and earlier frames) or bidirectional,
+chosen per batch; the model is told which. In block-causal mode the keys and values
+of past frames never depend on later ones, so the learned simulator keeps them in a
+:class:`KVCache` and computes only the new frame's tokens at each denoising step.
+
+Shapes: B batch, T latent frames, C latent channels, H x W latent size, N = (H/ph)(W/pw)
+tokens per frame, D model width, L text tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+@dataclass
+class DiTConfig:
+    """Size and shape of a DiT (conf/model/*.yaml: dit_xs, dit_s, dit_b)."""
+
+    dim: int = 256
+    depth: int = 8
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    patch: list[int] = field(default_factory=lambda: [1, 2, 2])  # (pt, ph, pw) in latent frames and pixels
+    latent_channels: int = 16  # set from the autoencoder
+    action_dim: int = 2
+    text_dim: int = 128  # width of the text encoder's tokens
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"model.dim {self.dim} must be divisible by model.heads {self.heads}")
+        if (self.dim // self.heads) % 8:
+            raise ValueError(f"the head width dim / heads = {self.dim // self.heads} must be a multiple of 8 (3-D rotary positions)")
+        if len(self.patch) != 3 or min(self.patch) < 1:
+            raise ValueError(f"model.patch must be [pt, ph, pw] >= 1, got {self.patch}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- rotary positions ------------------------------------------------------------------------------
+def rope_split(head_dim: int) -> tuple[int, int, int]:
+    """How a head's channels divide among (time, row, column); each part even."""
+    dt = (head_dim // 4) // 2 * 2
+    rest = head_dim - dt
+    dh = rest // 2 // 2 * 2
+    return dt, dh, rest - dh
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (L, head_dim) for token positions (L, 3) = (t, row, column)."""
+    parts = []
+    for axis, d in enumerate(rope_split(head_dim)):
+        freqs = theta ** (-torch.arange(0, d, 2, dtype=torch.float32, device=positions.device) / d)  # (d/2,)
+        parts.append(positions[:, axis, None].float() * freqs)  # (L, d/2)
+    angles = torch.cat(parts, -1)  # (L, head_dim/2)
+    angles = torch.cat([angles, angles], -1)  # (L, head_dim): rotate_half pairs i with i + head_dim/2
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, heads, L, hd) rotated by per-token angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+# -- caching ------------------------------------------------------------------------------------------
+class KVCache:
+    """Keys and values of past frames, per block, for block-causal stepping.
+
+    ``k[i], v[i]``: (B, heads, L, hd); ``frames``: the latent frame index of each of
+    the L cached tokens. ``window`` (frames) keeps only the most recent frames.
+    """
+
+    def __init__(self, depth: int, window: int | None = None):
+        self.k: list[torch.Tensor | None] = [None] * depth
+        self.v: list[torch.Tensor | None] = [None] * depth
+        self.frames: torch.Tensor | None = None
+        self.window = window
+
+    def __len__(self) -> int:
+        return 0 if self.frames is None else int(self.frames.numel())
+
+    def num_frames(self) -> int:
+        return 0 if self.frames is None else int(torch.unique(self.frames).numel())
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.k[layer] = k if self.k[layer] is None else torch.cat([self.k[layer], k], dim=2)
+        self.v[layer] = v if self.v[layer] is None else torch.cat([self.v[layer], v], dim=2)
+
+    def append_frames(self, frames: torch.Tensor) -> None:
+        self.frames = frames if self.frames is None else torch.cat([self.frames, frames])
+
+    def trim(self) -> None:
+        """Drop tokens of frames older than the window."""
+        if self.window is None or self.frames is None:
+            return
+        keep = self.frames > self.frames.max() - self.window
+        if bool(keep.all()):
+            return
+        idx = torch.nonzero(keep).squeeze(1)
+        self.frames = self.frames[idx]
+        for i in range(len(self.k)):
+            if self.k[i] is not None:
+                self.k[i] = self.k[i].index_select(2, idx)
+                self.v[i] = self.v[i].index_select(2, idx)  # type: ignore[union-attr]
+
+
+# -- layers ------------------------------------------------------------------------------------------
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of noise levels t in [0, 1] (scaled by 1000): (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = (t.float() * 1000.0)[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        append: bool,
+    ) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)  # each (B, h, L, hd)
+        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        if cache is not None:
+            if append:
+                cache.append(layer, k, v)
+                keys, values = cache.k[layer], cache.v[layer]
+            else:
+                past_k, past_v = cache.k[layer], cache.v[layer]
+                keys = k if past_k is None else torch.cat([past_k, k], dim=2)
+                values = v if past_v is None else torch.cat([past_v, v], dim=2)
+        else:
+            keys, values = k, v
+        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, h, L, hd)
+        return self.out(rearrange(o, "b h l d -> b l (h d)"))
+
+
+@dataclass
+class TextState:
+    """A caption made ready for the DiT: projected tokens (B, S, D), their mask, the
+    pooled vector (B, D), and each block's cross-attention keys and values, computed
+    once (the simulator reuses them for every frame of a rollout)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def repeat(self, k: int) -> "TextState":
+        """The same captions k times over the batch (for guidance batches)."""
+        cat = lambda x: torch.cat([x] * k)  # noqa: E731
+        return TextState(cat(self.tokens), cat(self.mask), cat(self.pooled), [(cat(a), cat(b)) for a, b in self.kv])
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(kv_dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def keys_values(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = rearrange(self.kv(text), "b s (two h d) -> two b h s d", two=2, h=self.heads)  # (B, h, S, hd)
+        return k, v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor) -> torch.Tensor:
+        q = rearrange(self.q(x), "b l (h d) -> b h l d", h=self.heads)  # (B, h, L, hd)
+        o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=text_mask[:, None, None, :])
+        return self.out(rearrange(o, "b h l d -> b l (h d)"))
+
+
+class Block(nn.Module):
+    """Self-attention, cross-attention to text, MLP; adaLN-Zero per frame."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        d = config.dim
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(d, config.heads)
+        self.norm2 = nn.LayerNorm(d, eps=1e-6)
+        self.cross = CrossAttention(d, config.heads, d)
+        self.norm3 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        hidden = int(d * config.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, N, D)
+        c: torch.Tensor,  # (B, T, D)
+        text_kv: tuple[torch.Tensor, torch.Tensor],  # (B, h, S, hd) each
+        text_mask: torch.Tensor,  # (B, S)
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        append: bool,
+    ) -> torch.Tensor:
+        b, t, n, d = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, :, None].chunk(6, dim=-1)  # each (B, T, 1, D)
+        h = self.norm1(x) * (1 + scale1) + shift1  # (B, T, N, D)
+        h = self.attn(h.reshape(b, t * n, d), rope, mask, cache, layer, append)  # (B, T*N, D)
+        x = x + gate1 * h.view(b, t, n, d)
+        x = x + self.cross(self.norm2(x).reshape(b, t * n, d), text_kv, text_mask).view(b, t, n, d)
+        h = self.norm3(x) * (1 + scale2) + shift2
+        return x + gate2 * self.mlp(h)
+
+
+class DiT(nn.Module):
+    """See the module docstring. ``forward`` returns the predicted velocity."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        d, (pt, ph, pw) = config.dim, config.patch
+        self.patch_dim = pt * ph * pw * config.latent_channels
+        self.embed = nn.Linear(self.patch_dim, d)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.action_mlp = nn.Sequential(nn.Linear(config.action_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.null_action = nn.Parameter(torch.zeros(d))  # "no action given" (dropped for guidance)
+        self.text_proj = nn.Linear(config.text_dim, d)
+        self.pooled_proj = nn.Linear(config.text_dim, d)
+        self.null_text = nn.Parameter(torch.zeros(d))  # "no caption given"
+        self.mode = nn.Embedding(2, d)  # 0 bidirectional, 1 block-causal
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.final = nn.Linear(d, self.patch_dim)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT's init: Xavier for linear layers, then every adaLN modulation and the
+        output layer at zero, so each block starts as the identity and the model
+        predicts zero velocity at initialisation (adaLN-Zero)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.time_mlp[0].weight, std=0.02)
+        nn.init.normal_(self.time_mlp[2].weight, std=0.02)
+        nn.init.normal_(self.mode.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation[-1].weight)
+            nn.init.zeros_(block.modulation[-1].bias)
+        nn.init.zeros_(self.final_modulation[-1].weight)
+        nn.init.zeros_(self.final_modulation[-1].bias)
+        nn.init.zeros_(self.final.weight)
+        nn.init.zeros_(self.final.bias)
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) -> (B, T/pt, N, pt*ph*pw*C)."""
+        pt, ph, pw = self.config.patch
+        b, t, c, h, w = x.shape
+        if t % pt or h % ph or w % pw:
+            raise ValueError(f"latent of {t} frames x {h}x{w} does not divide into patches of {pt}x{ph}x{pw}")
+        return rearrange(x, "b (t pt) c (h ph) (w pw) -> b t (h w) (pt ph pw c)", pt=pt, ph=ph, pw=pw)
+
+    def unpatchify(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """(B, T/pt, N, pt*ph*pw*C) -> (B, T, C, H, W)."""
+        pt, ph, pw = self.config.patch
+        return rearrange(x, "b t (h w) (pt ph pw c) -> b (t pt) c (h ph) (w pw)", h=h // ph, w=w // pw, pt=pt, ph=ph, pw=pw)
+
+    def condition(
+        self, t: torch.Tensor, actions: torch.Tensor, pooled: torch.Tensor, action_drop: torch.Tensor, causal: bool
+    ) -> torch.Tensor:
+        """Per-frame conditioning vector (B, T/pt, D) from noise levels (B, T), actions
+        (B, T, A), pooled text (B, D) and the attention mode."""
+        pt = self.config.patch[0]
+        t = rearrange(t, "b (t pt) -> b t pt", pt=pt).mean(-1)  # (B, T')
+        a = rearrange(actions, "b (t pt) a -> b t pt a", pt=pt).mean(2)  # (B, T', A)
+        ca = self.action_mlp(a.to(self.null_action.dtype))  # (B, T', D)
+        ca = torch.where(action_drop[:, None, None], self.null_action.expand_as(ca), ca)
+        mode = self.mode.weight[int(causal)]
+        return self.time_mlp(timestep_embedding(t, self.config.dim).to(ca.dtype)) + ca + pooled[:, None] + mode  # (B, T', D)
+
+    def text_state(self, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, text_drop: torch.Tensor | None = None) -> TextState:
+        """Prepare the text encoder's outputs once (see :class:`TextState`)."""
+        drop = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device) if text_drop is None else text_drop
+        t, m, p = self.text_context(tokens, mask, pooled, drop)
+        return TextState(t, m, p, [block.cross.keys_values(t) for block in self.blocks])
+
+    def text_context(
+        self, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, text_drop: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Project the text encoder's outputs; dropped captions become one null token."""
+        text = self.text_proj(tokens)  # (B, S, D)
+        pooled = self.pooled_proj(pooled)  # (B, D)
+        # Always through torch.where (even with nothing dropped): every parameter
+        # takes part in every step, as DistributedDataParallel requires.
+        null = self.null_text.to(text.dtype)
+        text = torch.where(text_drop[:, None, None], null.expand_as(text), text)
+        mask = torch.where(text_drop[:, None], torch.arange(mask.shape[1], device=mask.device)[None] == 0, mask)
+        pooled = torch.where(text_drop[:, None], null.expand_as(pooled), pooled)
+        return text, mask, pooled
+
+    # -- forward -------------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, C, H, W) noisy latents
+        t: torch.Tensor,  # (B, T) noise level of every frame, 0 clean .. 1 noise
+        actions: torch.Tensor,  # (B, T, A)
+        text: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | TextState,  # tokens (B, S, Dt), mask (B, S), pooled (B, Dt)
+        *,
+        causal: bool,
+        text_drop: torch.Tensor | None = None,  # (B,) bool: drop the caption (classifier-free guidance)
+        action_drop: torch.Tensor | None = None,  # (B,) bool
+        cache: KVCache | None = None,
+        frame_offset: int = 0,  # index of x's first latent frame (after the cached ones)
+        append: bool = False,  # store x's keys and values in the cache
+    ) -> torch.Tensor:
+        b, frames, c, h, w = x.shape
+        dev = x.device
+        if c != self.config.latent_channels:
+            raise ValueError(f"the DiT takes {self.config.latent_channels} latent channels, got {c}")
+        if t.shape != (b, frames) or actions.shape[:2] != (b, frames):
+            raise ValueError(f"t must be (B, T) = {(b, frames)} and actions (B, T, A), got {tuple(t.shape)} and {tuple(actions.shape)}")
+        if cache is not None and not causal:
+            raise ValueError("a KV cache needs block-causal attention")
+        action_drop = torch.zeros(b, dtype=torch.bool, device=dev) if action_drop is None else action_drop
+        if isinstance(text, TextState):  # prepared once (its own drops applied)
+            if text_drop is not None and text_drop.any():
+                raise ValueError("drop captions when making the TextState (text_state(..., text_drop)), not here")
+            state = text
+        else:
+            state = self.text_state(*text, text_drop)
+        cond = self.condition(t, actions, state.pooled, action_drop, causal)  # (B, T', D)
+        p = self.patchify(x)  # (B, T', N, P)
+        tt, n = p.shape[1], p.shape[2]
+        z = self.embed(p.to(state.tokens.dtype))  # (B, T', N, D)
+
+        pt, ph, pw = self.config.patch
+        first = frame_offset // pt
+        fr = torch.arange(first, first + tt, device=dev)  # latent frame (patch) index of each frame
+        rows = torch.arange(h // ph, device=dev)
+        cols = torch.arange(w // pw, device=dev)
+        pos = torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)  # (T'N, 3)
+        rope = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
+        q_frames = pos[:, 0]
+        mask = None
+        if causal:
+            k_frames = q_frames if cache is None or cache.frames is None else torch.cat([cache.frames, q_frames])
+            if tt > 1:  # several new frames: each sees the cache, itself and earlier new frames
+                mask = q_frames[:, None] >= k_frames[None, :]  # (T'N, L)
+        for i, block in enumerate(self.blocks):
+            z = block(z, cond, state.kv[i], state.mask, rope, mask, cache, i, append)
+        if cache is not None and append:
+            cache.append_frames(q_frames)
+            cache.trim()
+        shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
+        out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
+        return self.unpatchify(out, h, w).to(x.dtype)  # (B, T, C, H, W)
+
+
+MODELS = {
+    "dit_xs": DiTConfig(dim=64, depth=2, heads=2),
+    "dit_s": DiTConfig(dim=256, depth=8, heads=4),
+    "dit_b": DiTConfig(dim=512, depth=12, heads=8),
+}

@@ -1,0 +1,77 @@
+"""The trainable world model: the text encoder and the DiT, as one module, plus
+loading a trained one (with its frozen autoencoder) from a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from worldsim.checkpoint import load_checkpoint, require_same
+from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig
+from worldsim.models.dit import DiT, DiTConfig, KVCache
+from worldsim.models.text import TextConfig, TextEncoder
+
+
+class WorldModel(nn.Module):
+    """Text encoder + DiT: ``velocity(latents, t, actions, captions, ...)``."""
+
+    def __init__(self, dit: DiTConfig, text: TextConfig):
+        super().__init__()
+        self.text = TextEncoder(text)
+        if dit.text_dim != text.dim:
+            raise ValueError(f"model.text_dim {dit.text_dim} must equal text.dim {text.dim}")
+        self.dit = DiT(dit)
+
+    def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.text.encode(captions)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        actions: torch.Tensor,
+        text: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | list[str],
+        *,
+        causal: bool,
+        text_drop: torch.Tensor | None = None,
+        action_drop: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        frame_offset: int = 0,
+        append: bool = False,
+    ) -> torch.Tensor:
+        """The DiT's velocity; ``text`` is either captions or :meth:`encode_text`'s output."""
+        if isinstance(text, list):
+            text = self.encode_text(text)
+        return self.dit(
+            x, t, actions, text, causal=causal, text_drop=text_drop, action_drop=action_drop, cache=cache, frame_offset=frame_offset, append=append
+        )
+
+
+@dataclass
+class LoadedWorld:
+    """A trained world model and everything needed to use it."""
+
+    model: WorldModel
+    autoencoder: Autoencoder
+    config: dict[str, Any]  # the checkpoint's config (dit, text, flow, ae, data facts)
+    path: str
+    step: int
+
+
+def load_world(path: str, *, map_location: str = "cpu", ema: bool = True, expect: dict[str, Any] | None = None) -> LoadedWorld:
+    """Load a DiT checkpoint (a run directory or a file) with its text encoder and
+    frozen autoencoder. ``expect``: config parts that must match (else CheckpointError
+    naming the differing keys). EMA weights by default, when the run kept them."""
+    ckpt = load_checkpoint(path, kind="dit", map_location=map_location)
+    cfg = ckpt["config"]
+    if expect:
+        for part, wanted in expect.items():
+            require_same(cfg.get(part, {}), wanted, what=part, source=ckpt["path"])
+    model = WorldModel(DiTConfig(**cfg["dit"]), TextConfig(**cfg["text"]))
+    model.load_state_dict(ckpt["ema"] if ema and ckpt.get("ema") else ckpt["model"])
+    ae = Autoencoder(AutoencoderConfig(**cfg["ae"]))
+    ae.load_state_dict(ckpt["autoencoder"])
+    return LoadedWorld(model.eval(), ae.eval(), cfg, ckpt["path"], int(ckpt["step"]))

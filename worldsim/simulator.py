@@ -1,0 +1,240 @@
+"""The learned simulator: a trained world model stepped one frame at a time.
+
+``reset`` takes context frames (from the physics twin, from an image, or none) and a
+prompt; ``step(actions)`` returns the next frame of every world in the batch. Each
+step denoises one new latent frame from noise with a few sampler steps (default 4,
+Euler) under block-causal attention: the keys and values of past frames sit in a
+:class:`~worldsim.models.dit.KVCache` and are never recomputed, so a step costs the
+same after 10 frames as after 1,000 (the cache keeps a sliding window of the last
+``window`` frames). The finished frame then enters the cache once, at a fixed small
+noise level (``context_noise``, against drift: the model was trained with noisy
+context), and the autoencoder decodes it with its streaming cache.
+
+Randomness: every draw comes from one ``torch.Generator`` per world, so a seed fixes
+a rollout, and a batch of worlds gives what each would give alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.diffusion.flow import add_noise
+from worldsim.diffusion.sampling import SamplerConfig, combine_guidance, time_grid, uses_guidance
+from worldsim.models.dit import KVCache, TextState
+from worldsim.models.world import load_world
+from worldsim.train import autocast, resolve_device, resolve_precision
+
+
+class LearnedSimulator:
+    """Step a trained world model like a physics engine. See the module docstring.
+
+    Args:
+      checkpoint: a DiT run directory or checkpoint file.
+      sampler: steps, method and guidance scales (default: 4 Euler steps, no guidance).
+      window: latent frames the KV cache keeps.
+      context_noise: noise level of frames in the cache (default: the sampler's).
+      use_cache: False recomputes the whole window at every denoising step instead
+        of caching keys and values (the same result, slower: for comparison).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        sampler: SamplerConfig | None = None,
+        window: int = 8,
+        context_noise: float | None = None,
+        use_cache: bool = True,
+    ):
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        loaded = load_world(checkpoint, map_location="cpu")
+        self.model = loaded.model.to(self.device)
+        self.ae = loaded.autoencoder.to(self.device)
+        self.config = loaded.config
+        self.checkpoint = loaded.path
+        if self.ae.temporal_factor != 1:
+            raise ValueError(
+                f"{loaded.path}: the simulator steps one frame at a time; its autoencoder has temporal factor "
+                f"{self.ae.temporal_factor} (train one with ae.temporal_factor=1)"
+            )
+        self.sampler = sampler or SamplerConfig()
+        self.window = window
+        self.use_cache = use_cache
+        self.context_noise = self.sampler.context_noise if context_noise is None else context_noise
+        self.height, self.width = self.config["data"]["resolution"]
+        self.fps = int(self.config["data"]["fps"])
+        self.action_dim = int(self.config["dit"]["action_dim"])
+        self.tokenizer = self.model.text.tokenizer
+        self._state: dict[str, Any] | None = None
+
+    # -- public ------------------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        return 0 if self._state is None else self._state["batch"]
+
+    @torch.no_grad()
+    def reset(
+        self,
+        context_frames: np.ndarray | None,
+        prompt: str | list[str],
+        generator: torch.Generator | list[torch.Generator],
+        *,
+        context_actions: np.ndarray | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Start new worlds and return their current frames (B, H, W, 3) uint8.
+
+        Args:
+          context_frames: (B, K, H, W, 3) or (K, H, W, 3) uint8, the frames so far;
+            None: the first frame is generated from the prompt alone.
+          prompt: one caption for all worlds or one per world.
+          generator: one per world (or one, for a single world).
+          context_actions: (B, K, A) actions that led to the context frames (default 0).
+          batch_size: the number of worlds when there are no context frames.
+        """
+        gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
+        if context_frames is not None:
+            frames = np.asarray(context_frames)
+            if frames.ndim == 4:
+                frames = frames[None]
+            if frames.ndim != 5 or frames.shape[2:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+                raise ValueError(f"context_frames must be (B, K, {self.height}, {self.width}, 3) uint8, got {frames.shape} {frames.dtype}")
+            b, k = frames.shape[:2]
+        else:
+            b, k = batch_size or len(gens), 0
+        if len(gens) != b:
+            raise ValueError(f"pass one generator per world: {b} worlds, {len(gens)} generators")
+        prompts = [prompt] * b if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != b:
+            raise ValueError(f"pass one prompt, or one per world ({b}); got {len(prompts)}")
+        branches = 3 if uses_guidance(self.sampler) else 1
+        self._state = {
+            "batch": b,
+            "gens": gens,
+            "branches": branches,
+            "text": self._text(prompts, branches),
+            "cache": KVCache(len(self.model.dit.blocks), window=self.window),
+            "history": [],  # without the cache: (noisy latent, action) of the frames in the window
+            "decoder": {},
+            "frame": 0,
+            "unknown": [self.tokenizer.unknown(p) for p in prompts],
+        }
+        if k == 0:  # the first frame, from the prompt alone
+            return self.step(np.zeros((b, self.action_dim), np.float32))
+        video = torch.from_numpy(frames).to(self.device).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)  # (B, K, 3, H, W)
+        acts = np.zeros((b, k, self.action_dim), np.float32) if context_actions is None else np.asarray(context_actions, np.float32)
+        with autocast(self.device, self.precision):
+            latents = self.ae.encode(video).float()  # (B, K, C, h, w)
+            self._commit(latents, torch.from_numpy(acts).to(self.device))
+            for i in range(k):  # the decoder's temporal layers remember the last frames
+                self.ae.decode_stream(latents[:, i : i + 1], self._state["decoder"])
+        self._state["last"] = frames[:, -1]
+        return frames[:, -1].copy()
+
+    @torch.no_grad()
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        """Advance every world one frame under ``actions`` (B, A) float32 in [-1, 1]
+        (finite values outside are clipped); returns the frames (B, H, W, 3) uint8."""
+        st = self._require_state()
+        b = st["batch"]
+        a = np.asarray(actions)
+        if a.shape != (b, self.action_dim) or not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f"actions must be a float array of shape ({b}, {self.action_dim}), got {a.shape} {a.dtype}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("actions contain NaN or inf")
+        act = torch.from_numpy(np.clip(a, -1.0, 1.0).astype(np.float32)).to(self.device)[:, None]  # (B, 1, A)
+        c, f = self.ae.latent_channels, self.ae.spatial_factor
+        shape = (c, self.height // f, self.width // f)
+        x = self._noise(shape)  # (B, 1, C, h, w)
+        grid = time_grid(self.sampler.steps, self.sampler.shift, self.device)
+        with autocast(self.device, self.precision):
+            for i in range(self.sampler.steps):
+                t_now, t_next = grid[i], grid[i + 1]
+                v = self._velocity(x, t_now, act)
+                if self.sampler.method == "heun" and t_next > 0:
+                    v = (v + self._velocity(x + (t_next - t_now) * v, t_next, act)) / 2
+                x = x + (t_next - t_now) * v
+            self._commit(x, act)
+            frame = self.ae.decode_stream(x, st["decoder"])[:, 0]  # (B, 3, H, W)
+        out = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        st["last"] = out
+        return out
+
+    @property
+    def unknown_words(self) -> list[list[str]]:
+        """Per world, the prompt's words the text encoder does not know."""
+        return self._require_state()["unknown"]
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _require_state(self) -> dict[str, Any]:
+        if self._state is None:
+            raise RuntimeError("call reset(...) before step(...)")
+        return self._state
+
+    def _text(self, prompts: list[str], branches: int) -> TextState:
+        tokens, mask, pooled = self.model.encode_text(prompts)
+        b = len(prompts)
+        if branches == 1:
+            return self.model.dit.text_state(tokens, mask, pooled)
+        # Guidance: rows [no caption; caption; caption] (the third also has actions).
+        drop = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(2 * b, dtype=torch.bool)]).to(self.device)
+        rep = lambda x: torch.cat([x, x, x])  # noqa: E731
+        return self.model.dit.text_state(rep(tokens), rep(mask), rep(pooled), drop)
+
+    def _action_drop(self) -> torch.Tensor | None:
+        st = self._require_state()
+        if st["branches"] == 1:
+            return None
+        b = st["batch"]
+        return torch.cat([torch.ones(2 * b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(self.device)
+
+    def _noise(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """(B, 1, *shape) standard normal, row i from world i's generator."""
+        st = self._require_state()
+        return torch.stack([torch.randn(1, *shape, generator=g) for g in st["gens"]]).to(self.device)
+
+    def _rep(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x] * self._require_state()["branches"])
+
+    def _velocity(self, x: torch.Tensor, t: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Guided velocity of the new frame (B, 1, C, h, w) at level t, over the cache."""
+        st = self._require_state()
+        b = st["batch"]
+        tt = torch.full((b * st["branches"], 1), float(t), device=self.device)
+        if self.use_cache:
+            v = self.model.dit(
+                self._rep(x), tt, self._rep(act), st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=st["frame"]
+            ).float()
+        else:  # recompute the window's frames every time
+            past = st["history"]
+            xs = torch.cat([p[0] for p in past] + [x], dim=1)
+            acts = torch.cat([p[1] for p in past] + [act], dim=1)
+            ts = torch.cat([torch.full((b, len(past)), self.context_noise, device=self.device), torch.full((b, 1), float(t), device=self.device)], 1)
+            v = self.model.dit(
+                self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=st["frame"] - len(past)
+            ).float()[:, -1:]
+        if st["branches"] == 1:
+            return v
+        return combine_guidance(*v.chunk(3), self.sampler)
+
+    def _commit(self, latents: torch.Tensor, actions: torch.Tensor) -> None:
+        """Put finished frames (B, K, C, h, w) into the cache at the context noise level."""
+        st = self._require_state()
+        b, k = latents.shape[:2]
+        noise = torch.cat([self._noise(latents.shape[2:]) for _ in range(k)], dim=1)
+        noisy = add_noise(latents, torch.full((b, k), self.context_noise, device=self.device), noise)
+        if self.use_cache:
+            tt = torch.full((b * st["branches"], k), self.context_noise, device=self.device)
+            self.model.dit(
+                self._rep(noisy), tt, self._rep(actions), st["text"], causal=True, action_drop=self._action_drop(),
+                cache=st["cache"], frame_offset=st["frame"], append=True,
+            )
+        else:
+            st["history"] = (st["history"] + [(noisy[:, i : i + 1], actions[:, i : i + 1]) for i in range(k)])[-self.window :]
+        st["frame"] += k

@@ -1,0 +1,180 @@
+"""The DiT stage: train the text encoder and the diffusion transformer in the latent
+space of a frozen autoencoder (``autoencoder=RUN`` or ``autoencoder=identity``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from worldsim.checkpoint import require_same
+from worldsim.diffusion.flow import FlowConfig, flow_loss, training_inputs
+from worldsim.diffusion.sampling import SamplerConfig, sample
+from worldsim.models.autoencoder import load_autoencoder
+from worldsim.models.dit import DiTConfig
+from worldsim.models.text import TextConfig
+from worldsim.models.world import WorldModel
+from worldsim.stages import image_grid, to_uint8
+
+
+_STATIC: dict[str, str] = {}
+
+
+def static_caption(caption: str) -> str:
+    """A detailed caption without its events: what is known before anything happens."""
+    if caption not in _STATIC:
+        from worldsim.sim.captions import parse, render
+
+        _STATIC[caption] = render(parse(caption).without_events())
+    return _STATIC[caption]
+
+
+class DiTStage:
+    kind = "dit"
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        opts = dict(cfg.stage_options)
+        self.autoencoder_source = str(opts.get("autoencoder", "identity"))
+        self.ae = load_autoencoder(self.autoencoder_source)
+        for p in self.ae.parameters():
+            p.requires_grad_(False)
+        self.text_config = TextConfig(**opts.get("text", {}))
+        model = dict(opts.get("model", {}))
+        model["latent_channels"] = self.ae.latent_channels
+        model["text_dim"] = self.text_config.dim
+        self.dit_config = DiTConfig(**model)
+        self.flow = FlowConfig(**opts.get("flow", {}))
+        tf = self.ae.temporal_factor
+        if (cfg.clip_frames - 1) % tf:
+            raise ValueError(f"clip_frames must be 1 + {tf}n for an autoencoder of temporal factor {tf}, got {cfg.clip_frames}")
+        self.clip_frames = cfg.clip_frames
+        self.resolution = tuple(cfg.resolution) if cfg.resolution else None
+        self._device: torch.device | None = None
+
+    # -- shape of the run ---------------------------------------------------------------------------
+    def build(self) -> nn.Module:
+        return WorldModel(self.dit_config, self.text_config)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {
+            "dit": self.dit_config.to_dict(),
+            "text": dataclasses.asdict(self.text_config),
+            "flow": dataclasses.asdict(self.flow),
+            "ae": dataclasses.asdict(self.ae.config),
+            "autoencoder_source": self.autoencoder_source,
+            "data": {"resolution": list(self.data_resolution), "fps": self.fps, "clip_frames": self.clip_frames},
+        }
+
+    def check_resume(self, state: dict[str, Any]) -> None:
+        for part, mine in (("dit", self.dit_config.to_dict()), ("text", dataclasses.asdict(self.text_config)), ("ae", dataclasses.asdict(self.ae.config))):
+            require_same(state["config"][part], mine, what=part, source=state["path"])
+
+    def prepare_data(self, dataset: Any) -> None:
+        h, w = dataset.resolution
+        f = self.ae.spatial_factor
+        _, ph, pw = self.dit_config.patch
+        if h % (f * ph) or w % (f * pw):
+            raise ValueError(
+                f"frames of {h}x{w} do not divide into the autoencoder's factor {f} times the patch {ph}x{pw}: "
+                f"height and width must be multiples of {f * ph} and {f * pw}"
+            )
+        self.data_resolution = (h, w)
+        self.fps = int(dataset.episodes[0]["fps"])
+        self.dataset = dataset
+
+    # -- training -------------------------------------------------------------------------------------
+    def latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """Clean latents of a batch of clips (B, T, 3, H, W), with the frozen autoencoder."""
+        self.ae.to(frames.device)
+        with torch.no_grad():
+            return self.ae.encode(frames).float()
+
+    def latent_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions per latent frame: the first frame's, then the mean of each group."""
+        tf = self.ae.temporal_factor
+        if tf == 1:
+            return actions
+        rest = actions[:, 1:].reshape(actions.shape[0], -1, tf, actions.shape[-1]).mean(2)
+        return torch.cat([actions[:, :1], rest], 1)
+
+    def captions(self, captions: list[str], gen: torch.Generator) -> list[str]:
+        """The captions to train on: each loses its events with flow.events_drop."""
+        drop = torch.rand(len(captions), generator=gen) < self.flow.events_drop
+        return [static_caption(c) if d else c for c, d in zip(captions, drop.tolist())]
+
+    def loss(self, module: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        x0 = self.latents(batch["frames"])  # (B, T', C, h, w)
+        inp = training_inputs(x0, self.flow, gen)
+        captions = self.captions(list(batch["caption_detailed"]), gen)
+        v = module(
+            inp["x_t"], inp["t"], self.latent_actions(batch["actions"]), captions, causal=inp["causal"],
+            text_drop=inp["text_drop"], action_drop=inp["action_drop"],
+        )
+        loss = flow_loss(v, inp["target"], inp["context"])
+        return loss, {"causal": float(inp["causal"])}
+
+    # -- monitoring ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def log_samples(self, writer: Any, step: int, module: nn.Module, batch: dict[str, Any], device: torch.device, precision: str) -> None:
+        from worldsim.train import autocast
+
+        module.eval()
+        frames = batch["frames"][:2]
+        with autocast(device, precision):
+            pred = self.continue_clip(module, frames, batch["actions"][:2], list(batch["caption_detailed"][:2]), context=2, seed=step)
+        module.train()
+        truth, out = to_uint8(frames), to_uint8(pred)
+        writer.add_image("samples/truth_above_prediction_context2", image_grid([x for pair in zip(truth, out) for x in pair]), step, dataformats="HWC")
+
+    @torch.no_grad()
+    def continue_clip(
+        self, model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, captions: list[str], *, context: int, seed: int, steps: int = 8
+    ) -> torch.Tensor:
+        """Generate a clip from its first ``context`` latent frames (bidirectional)."""
+        x0 = self.latents(frames)
+        mask = torch.zeros(x0.shape[:2], dtype=torch.bool, device=x0.device)
+        mask[:, :context] = True
+        text = model.encode_text(captions)
+        acts = self.latent_actions(actions)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor, text_drop: torch.Tensor, action_drop: torch.Tensor) -> torch.Tensor:
+            k = x.shape[0] // x0.shape[0]
+            tx = tuple(torch.cat([p] * k) for p in text)
+            return model(x, t, torch.cat([acts] * k), tx, causal=False, text_drop=text_drop, action_drop=action_drop)
+
+        gen = torch.Generator().manual_seed(seed)
+        z = sample(velocity, tuple(x0.shape), SamplerConfig(steps=steps), gen, context=x0, context_mask=mask, device=x0.device)
+        return self.ae.decode(z)
+
+    def before_checkpoint(self, module: nn.Module, ema: nn.Module | None, dataset: Any, device: torch.device, precision: str) -> None:
+        pass
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"autoencoder": self.ae.state_dict()}
+
+    @torch.no_grad()
+    def evaluate(self, module: nn.Module, device: torch.device, precision: str) -> dict[str, Any]:
+        """The flow loss on test clips (fixed draws): block-causal and bidirectional."""
+        from worldsim.data.dataset import ClipDataset
+        from worldsim.train import autocast, step_generator
+
+        data = ClipDataset(self.cfg.data, clip_frames=self.clip_frames, split="test", window="first", resolution=self.resolution)
+        self.prepare_data(data)
+        losses = {True: [], False: []}
+        for i in range(min(self.cfg.eval_episodes, len(data))):
+            item = data[i]
+            batch = {k: (v[None].to(device) if torch.is_tensor(v) else [v]) for k, v in item.items()}
+            for causal in (True, False):
+                gen = step_generator(1234, i, 0, int(causal))
+                flow = dataclasses.replace(self.flow, causal_probability=float(causal), text_drop=0.0, action_drop=0.0)
+                x0 = self.latents(batch["frames"])
+                inp = training_inputs(x0, flow, gen)
+                with autocast(device, precision):
+                    v = module(inp["x_t"], inp["t"], self.latent_actions(batch["actions"]), module.encode_text(batch["caption_detailed"]), causal=causal)
+                losses[causal].append(float(flow_loss(v, inp["target"], inp["context"])))
+        return {"episodes": len(losses[True]), "flow_loss_causal": float(np.mean(losses[True])), "flow_loss_bidirectional": float(np.mean(losses[False]))}

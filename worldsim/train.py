@@ -1,0 +1,348 @@
+"""Training: ``python -m worldsim.train stage=autoencoder|dit data=DIR out=RUN max_steps=N``.
+
+One plain PyTorch loop serves every stage (:mod:`worldsim.stages` says what a stage
+trains and how it is scored), in the style of DiT's and nanoGPT's ``train.py``:
+AdamW with linear warm-up, optional EMA weights, gradient clipping, mixed precision
+(``precision=auto`` picks bf16 on GPUs and CPUs with native bf16, else fp32),
+atomic checkpoints with resume from the latest, TensorBoard scalars and samples,
+a tqdm bar.
+
+Determinism. Batch ``s`` (which clips, which windows) and every random draw of the
+loss at step ``s`` come from generators seeded by ``(seed, s, rank)``, so a run that
+is stopped and resumed takes exactly the steps an uninterrupted one would.
+
+Distributed. ``torchrun --nproc_per_node=N -m worldsim.train ...`` runs DDP (gloo on
+CPU, NCCL on GPU): each rank takes its share of every batch, gradients are averaged,
+only rank 0 writes, all ranks share the run directory ``out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from worldsim.checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from worldsim.config import config_dir
+
+log = logging.getLogger("worldsim.train")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a bad resume); the message says why."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100  # linear warm-up from 0, then constant
+    grad_clip: float = 1.0  # max global gradient norm (0: off)
+    ema: float = 0.0  # EMA decay of the weights (0: no EMA; DiT uses 0.999)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a run (conf/train.yaml documents each)."""
+
+    stage: str
+    data: str
+    out: str
+    max_steps: int = 1000
+    batch_size: int = 8  # clips per step, across all ranks
+    clip_frames: int = 8
+    resolution: list[int] | None = None  # [H, W] of the episodes to train on (None: the data's only one)
+    seed: int = 0
+    precision: str = "auto"  # auto | bf16 | fp32
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 1
+    log_every: int = 10
+    sample_every: int = 500  # TensorBoard samples
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    eval_only: bool = False
+    eval_episodes: int = 32
+    compile: bool = False  # torch.compile the training module
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stage_options: dict[str, Any] = field(default_factory=dict)  # what the stage itself reads
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 0 or self.batch_size < 1 or self.clip_frames < 1:
+            raise ValueError("max_steps must be >= 0, batch_size and clip_frames >= 1")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+
+
+# -- environment -----------------------------------------------------------------------------------
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); without it
+    PyTorch emulates bf16 matrix products at a quarter of the fp32 speed."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group when launched by torchrun (RANK in the environment)."""
+    if "RANK" not in os.environ:
+        return Dist()
+    import torch.distributed as dist
+
+    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return d
+
+
+def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
+    """The torch generator of one step's random draws (see the module docstring)."""
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    return g
+
+
+class StepBatches:
+    """Batch sampler: batch ``s`` is a function of (seed, s), so resuming is exact.
+
+    Yields lists of ``(episode index, window seed)`` for this rank's share.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, start_step: int, max_steps: int, dist: Dist):
+        if batch_size % dist.world:
+            raise TrainingError(f"batch_size {batch_size} must be divisible by the number of processes {dist.world}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start, self.stop, self.dist = start_step, max_steps, dist
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for step in range(self.start, self.stop):
+            rng = np.random.default_rng([self.seed, step])
+            idx = rng.integers(self.n, size=self.batch_size)
+            seeds = rng.integers(2**31, size=self.batch_size)
+            mine = slice(self.dist.rank, None, self.dist.world)
+            yield list(zip(idx[mine].tolist(), seeds[mine].tolist()))
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside DDP and torch.compile wrappers (what checkpoints hold:
+    a compiled module's state dict would prefix every key with ``_orig_mod.``)."""
+    while True:
+        if hasattr(module, "module"):
+            module = module.module  # DDP
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod  # torch.compile
+        else:
+            return module
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) training. Returns ``{"logs": last step's logs, "module": the
+    trained module}`` (with ``eval_only``: the metrics). See the module docstring."""
+    from tqdm import tqdm
+
+    from worldsim.data.dataset import ClipDataset
+    from worldsim.stages import make_stage
+
+    device = resolve_device(cfg.device)
+    dist = init_distributed(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    precision = resolve_precision(cfg.precision, device)
+    out = Path(cfg.out)
+    stage = make_stage(cfg)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    module = stage.build().to(device)
+
+    # Resume
+    start = 0
+    state = None
+    resume_from = latest_checkpoint(out)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, kind=stage.kind)
+        stage.check_resume(state)
+        unwrap(module).load_state_dict(state["model"])
+        start = int(state["step"])
+        if dist.main:
+            log.info("resuming from %s (step %d)", resume_from, start)
+    if cfg.eval_only:
+        if state is None:
+            raise TrainingError(f"eval_only=true needs a trained run in {out}; it has no checkpoints")
+        if state.get("ema"):
+            unwrap(module).load_state_dict(state["ema"])
+        metrics = stage.evaluate(unwrap(module).eval(), device, precision)
+        if dist.main:
+            path = out / "eval.json"
+            path.write_text(json.dumps(metrics, indent=1))
+            print(json.dumps(metrics))
+        return metrics
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+    if state is not None and state.get("optimizer"):
+        opt.load_state_dict(state["optimizer"])
+    warm = max(1, cfg.optim.warmup_steps)
+    ema = None
+    if cfg.optim.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(unwrap(module), multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema))
+        if state is not None and state.get("ema"):
+            ema.module.load_state_dict(state["ema"])
+            ema.n_averaged.fill_(max(1, start))
+    train_module: nn.Module = module
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_module = torch.compile(train_module)
+
+    dataset = ClipDataset(cfg.data, clip_frames=stage.clip_frames, split="train", resolution=stage.resolution, cache=True)
+    stage.prepare_data(dataset)
+    batches = StepBatches(len(dataset.episodes), cfg.batch_size, seed=cfg.seed, start_step=start, max_steps=cfg.max_steps, dist=dist)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda"
+    )
+    writer = None
+    if dist.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"))
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+    bar = tqdm(total=cfg.max_steps, initial=start, desc=f"train {stage.kind}", disable=not dist.main, file=sys.stderr, dynamic_ncols=True)
+    logs: dict[str, float] = {}
+    step = start
+    train_module.train()
+    for batch in loader:
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        gen = step_generator(cfg.seed, step, dist.rank)
+        with autocast(device, precision):
+            loss, logs = stage.loss(train_module, batch, gen)
+        if not torch.isfinite(loss):
+            last = latest_checkpoint(out)
+            raise TrainingError(
+                f"the loss is {loss.item()} at step {step + 1}, on episodes {batch.get('episode')} (start frames "
+                f"{batch['start'].tolist() if torch.is_tensor(batch.get('start')) else batch.get('start')}); stopped. "
+                f"The last good checkpoint is {last}: lower optim.lr, or drop those episodes"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+        lr = cfg.optim.lr * min(1.0, (step + 1) / warm)  # linear warm-up, then constant
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        if ema is not None:
+            ema.update_parameters(unwrap(module))
+        step += 1
+        logs = {"loss": loss.item(), **{k: float(v) for k, v in logs.items()}, "lr": lr}
+        if dist.main:
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                bar.set_postfix(loss=f"{logs['loss']:.4g}")
+                for k, v in logs.items():
+                    writer.add_scalar(f"train/{k}", v, step)  # type: ignore[union-attr]
+            if step % cfg.sample_every == 0 or step == cfg.max_steps:
+                stage.log_samples(writer, step, unwrap(ema.module if ema is not None else module), batch, device, precision)
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                stage.before_checkpoint(unwrap(module), ema.module if ema is not None else None, dataset, device, precision)
+                _save(out, stage, step, unwrap(module), ema, opt, cfg)
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    return {"logs": logs, "module": unwrap(module)}
+
+
+def _save(out: Path, stage: Any, step: int, module: nn.Module, ema: Any, opt: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    payload = {
+        "kind": stage.kind,
+        "step": step,
+        "config": stage.checkpoint_config(),
+        "train": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "model": module.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else {},
+        "optimizer": opt.state_dict(),
+        **stage.checkpoint_extra(),
+    }
+    save_checkpoint(checkpoint_path(out, step), payload)
+    found = sorted((out / "checkpoints").glob("step_*.pt"))
+    for old in found[: max(0, len(found) - cfg.keep_checkpoints)]:
+        old.unlink(missing_ok=True)
+
+
+# -- the command line -------------------------------------------------------------------------------
+def config_from_hydra(cfg: DictConfig) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    top = {k: v for k, v in plain.items() if k in known and k not in ("optim", "stage_options")}
+    optim = OptimConfig(**plain.get("optim", {}))
+    options = {k: v for k, v in plain.items() if k not in known}
+    return TrainConfig(**top, optim=optim, stage_options=options)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(config_from_hydra(cfg))
+    except (TrainingError, CheckpointError, ValueError) as e:
+        log.error("%s", e)
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
