@@ -267,6 +267,23 @@ class Engine(abc.ABC):
         """Add (K, 2) in-plane velocities (m/s) and (K,) spins (rad/s, counter-clockwise)."""
 
     @abc.abstractmethod
+    def _move_bodies(self, bodies: np.ndarray, offsets: np.ndarray) -> None:
+        """Move the given bodies by (K, 2) in-plane offsets (m), keeping their velocities."""
+
+    def place_objects(self, positions: np.ndarray) -> None:
+        """Put every object's centre at ``positions`` (N, 2) in pixels (NaN: leave it),
+        without simulating: for rendering states that physics did not produce (the
+        constant-velocity baseline, edits)."""
+        spec = self._require_spec()
+        ppm = spec.camera.pixels_per_metre
+        now = self.state()["positions"]
+        delta = (np.asarray(positions, np.float64) - now) / ppm  # (N, 2) pixels -> metres
+        delta[:, 1] *= -1  # y down -> v up
+        delta = np.nan_to_num(delta)
+        self._move_bodies(np.arange(len(self._bodies)), delta[self._body_obj])
+        self._states = None
+
+    @abc.abstractmethod
     def render(self) -> tuple[np.ndarray, np.ndarray]:
         """RGB (H, W, 3) uint8 and instance ids (H, W) uint8 of the current state."""
 

@@ -443,6 +443,10 @@ class MuJoCoEngine(Engine):
         qv[bodies, :2] += dv
         qv[bodies, 2] += dw
 
+    def _move_bodies(self, bodies: np.ndarray, offsets: np.ndarray) -> None:
+        q = self._d.qpos.reshape(-1, 3)
+        q[bodies, :2] += offsets
+
     def render(self) -> tuple[np.ndarray, np.ndarray]:
         self._require_spec()
         m, d = self._m, self._d

@@ -255,6 +255,13 @@ class PyBulletEngine(Engine):
             lin, ang = pb.getBaseVelocity(uid, physicsClientId=c)
             pb.resetBaseVelocity(uid, (lin[0] + v[0], 0.0, lin[2] + v[1]), (0.0, ang[1] - w, 0.0), physicsClientId=c)
 
+    def _move_bodies(self, bodies: np.ndarray, offsets: np.ndarray) -> None:
+        c = self._client
+        for b, d in zip(bodies, offsets):
+            uid = self._uids[b]
+            p, q = pb.getBasePositionAndOrientation(uid, physicsClientId=c)
+            pb.resetBasePositionAndOrientation(uid, (p[0] + d[0], p[1], p[2] + d[1]), q, physicsClientId=c)
+
     def render(self) -> tuple[np.ndarray, np.ndarray]:
         spec = self._require_spec()
         _, _, rgba, _, seg = pb.getCameraImage(
