@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -48,7 +49,9 @@ class OptimConfig:
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
-    warmup_steps: int = 100  # linear warm-up from 0, then constant
+    warmup_steps: int = 100  # linear warm-up from 0
+    decay: str = "none"  # after warm-up: none (constant) | cosine (down to min_lr_ratio at max_steps)
+    min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm (0: off)
     ema: float = 0.0  # EMA decay of the weights (0: no EMA; DiT uses 0.999)
 
@@ -58,7 +61,7 @@ class TrainConfig:
     """Settings of a run (conf/train.yaml documents each)."""
 
     stage: str
-    data: str
+    data: str | list[str]  # one generated folder, or several
     out: str
     max_steps: int = 1000
     batch_size: int = 8  # clips per step, across all ranks
@@ -75,12 +78,18 @@ class TrainConfig:
     eval_only: bool = False
     eval_episodes: int = 32
     compile: bool = False  # torch.compile the training module
+    cache_data: bool = False  # keep decoded episodes in memory (per DataLoader worker)
+    # Buckets of size and length: each step draws one ({"resolution": [H, W], "frames": T,
+    # "weight": w}) and a batch of that size; None: one bucket (resolution, clip_frames).
+    buckets: list[dict[str, Any]] | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     stage_options: dict[str, Any] = field(default_factory=dict)  # what the stage itself reads
 
     def __post_init__(self) -> None:
         if self.max_steps < 0 or self.batch_size < 1 or self.clip_frames < 1:
             raise ValueError("max_steps must be >= 0, batch_size and clip_frames >= 1")
+        if self.optim.decay not in ("none", "cosine"):
+            raise ValueError(f"optim.decay must be none or cosine, got {self.optim.decay!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
 
@@ -149,14 +158,28 @@ def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torc
 class StepBatches:
     """Batch sampler: batch ``s`` is a function of (seed, s), so resuming is exact.
 
-    Yields lists of ``(episode index, window seed)`` for this rank's share.
+    Yields lists of ``(episode index, window seed, frames)`` for this rank's share.
+    With buckets, step s first draws a bucket (by weight), then episodes of its
+    resolution long enough for its length.
     """
 
-    def __init__(self, n: int, batch_size: int, *, seed: int, start_step: int, max_steps: int, dist: Dist):
+    def __init__(
+        self, episodes: list[dict[str, Any]], batch_size: int, *, seed: int, start_step: int, max_steps: int, dist: Dist,
+        buckets: list[dict[str, Any]],
+    ):
         if batch_size % dist.world:
             raise TrainingError(f"batch_size {batch_size} must be divisible by the number of processes {dist.world}")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.batch_size, self.seed = batch_size, seed
         self.start, self.stop, self.dist = start_step, max_steps, dist
+        self.buckets = buckets
+        self.pools = []
+        for b in buckets:
+            pool = np.array([i for i, r in enumerate(episodes) if tuple(r["resolution"]) == tuple(b["resolution"]) and r["num_frames"] >= b["frames"]])
+            if not len(pool):
+                raise TrainingError(f"no training episode is {b['resolution'][0]}x{b['resolution'][1]} with {b['frames']}+ frames (bucket {b})")
+            self.pools.append(pool)
+        w = np.array([float(b.get("weight", 1.0)) for b in buckets])
+        self.weights = w / w.sum()
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -164,13 +187,29 @@ class StepBatches:
     def __iter__(self):  # type: ignore[no-untyped-def]
         for step in range(self.start, self.stop):
             rng = np.random.default_rng([self.seed, step])
-            idx = rng.integers(self.n, size=self.batch_size)
+            k = int(rng.choice(len(self.buckets), p=self.weights)) if len(self.buckets) > 1 else 0
+            idx = self.pools[k][rng.integers(len(self.pools[k]), size=self.batch_size)]
             seeds = rng.integers(2**31, size=self.batch_size)
             mine = slice(self.dist.rank, None, self.dist.world)
-            yield list(zip(idx[mine].tolist(), seeds[mine].tolist()))
+            frames = int(self.buckets[k]["frames"])
+            yield [(int(i), int(s), frames) for i, s in zip(idx[mine], seeds[mine])]
 
 
 # -- the loop ---------------------------------------------------------------------------------------
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of step ``step`` (0-based): linear warm-up, then constant or
+    cosine decay to ``min_lr_ratio`` of the peak at ``max_steps``."""
+    o = cfg.optim
+    warm = max(1, o.warmup_steps)
+    if step < warm:
+        return o.lr * (step + 1) / warm
+    if o.decay == "cosine":
+        span = max(1, cfg.max_steps - warm)
+        progress = min(1.0, (step - warm) / span)
+        return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return o.lr
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside DDP and torch.compile wrappers (what checkpoints hold:
     a compiled module's state dict would prefix every key with ``_orig_mod.``)."""
@@ -229,7 +268,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
     if state is not None and state.get("optimizer"):
         opt.load_state_dict(state["optimizer"])
-    warm = max(1, cfg.optim.warmup_steps)
     ema = None
     if cfg.optim.ema > 0:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -246,9 +284,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.compile:
         train_module = torch.compile(train_module)
 
-    dataset = ClipDataset(cfg.data, clip_frames=stage.clip_frames, split="train", resolution=stage.resolution, cache=True)
-    stage.prepare_data(dataset)
-    batches = StepBatches(len(dataset.episodes), cfg.batch_size, seed=cfg.seed, start_step=start, max_steps=cfg.max_steps, dist=dist)
+    buckets = cfg.buckets
+    dataset = ClipDataset(
+        cfg.data, clip_frames=stage.clip_frames, split="train", resolution=None if buckets else stage.resolution, cache=cfg.cache_data,
+        mixed=bool(buckets),
+    )
+    if not buckets:
+        buckets = [{"resolution": list(dataset.resolution), "frames": stage.clip_frames}]
+    stage.prepare_data(dataset, buckets)
+    batches = StepBatches(dataset.episodes, cfg.batch_size, seed=cfg.seed, start_step=start, max_steps=cfg.max_steps, dist=dist, buckets=buckets)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda"
     )
@@ -278,7 +322,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         loss.backward()
         if cfg.optim.grad_clip > 0:
             logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
-        lr = cfg.optim.lr * min(1.0, (step + 1) / warm)  # linear warm-up, then constant
+        lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()

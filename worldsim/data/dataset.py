@@ -54,7 +54,7 @@ def select_episodes(
 
 
 class ClipDataset(Dataset):
-    """Windows of ``clip_frames`` frames from the episodes in a generated folder.
+    """Windows of ``clip_frames`` frames from the episodes in generated folders.
 
     Item ``i`` is a window of episode ``i % len(episodes)``; ``windows_per_episode``
     repeats each episode that many times per epoch. With ``window="random"`` the
@@ -66,11 +66,15 @@ class ClipDataset(Dataset):
       ``segmentation`` (T, H, W) int64 instance ids
       ``actions``      (T, A) float32
       ``caption``, ``caption_detailed``, ``episode`` (id) strings; ``start`` int.
+
+    ``root`` may be several folders. With ``mixed=True`` episodes of different
+    resolutions are allowed (a bucketed batch sampler keeps each batch to one), and
+    an item ``(i, seed, frames)`` asks for a window of ``frames`` frames.
     """
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | list[str],
         *,
         clip_frames: int,
         split: str | list[str] | None = "train",
@@ -80,20 +84,26 @@ class ClipDataset(Dataset):
         window: str = "random",
         windows_per_episode: int = 1,
         cache: bool = False,
+        mixed: bool = False,
     ):
         if clip_frames < 1:
             raise DataError(f"clip_frames must be >= 1, got {clip_frames}")
         if window not in ("random", "first"):
             raise DataError(f"window must be 'random' or 'first', got {window!r}")
-        self.root = Path(root)
+        roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
+        self.root = roots[0]
         self.clip_frames = clip_frames
         self.window = window
         self.windows_per_episode = windows_per_episode
-        self.episodes = select_episodes(
-            root, split=split, scenes=scenes, engines=engines, resolution=resolution, min_frames=clip_frames
-        )
+        self.episodes = []
+        for r in roots:
+            for row in select_episodes(r, split=split, scenes=scenes, engines=engines, resolution=resolution, min_frames=1 if mixed else clip_frames):
+                self.episodes.append({**row, "_root": str(r)})
+        if not mixed and not self.episodes:
+            raise DataError(f"no episode of at least {clip_frames} frames in {roots}")
         resolutions = sorted({tuple(r["resolution"]) for r in self.episodes})
-        if len(resolutions) > 1:
+        self.resolutions = resolutions
+        if len(resolutions) > 1 and not mixed:
             raise DataError(
                 f"the selected episodes have several resolutions {resolutions}; pass resolution=(H, W) "
                 "to pick one (a batch needs one size)"
@@ -107,29 +117,32 @@ class ClipDataset(Dataset):
     def _load(self, k: int) -> dict[str, Any]:
         if self._cache is not None and k in self._cache:
             return self._cache[k]
-        ep = load_episode(self.root / self.episodes[k]["path"])
+        ep = load_episode(Path(self.episodes[k]["_root"]) / self.episodes[k]["path"])
         if self._cache is not None:
             self._cache[k] = ep
         return ep
 
-    def __getitem__(self, i: int | tuple[int, int]) -> dict[str, Any]:
-        """Item ``i``, or ``(i, seed)``: the window start then comes from ``seed``
-        (what :class:`worldsim.train.StepBatches` passes, for exact resumes)."""
-        seed = None
+    def __getitem__(self, i: int | tuple[int, ...]) -> dict[str, Any]:
+        """Item ``i``, or ``(i, seed[, frames])``: the window start then comes from
+        ``seed`` (what :class:`worldsim.train.StepBatches` passes, for exact resumes)."""
+        seed, length = None, self.clip_frames
         if isinstance(i, tuple):
-            i, seed = i
+            i, seed, *rest = i
+            length = rest[0] if rest else length
         k = i % len(self.episodes)
         row = self.episodes[k]
         ep = self._load(k)
         T = ep["frames"].shape[0]
-        span = T - self.clip_frames
+        if T < length:
+            raise DataError(f"episode {row['id']} has {T} frames, fewer than the {length} asked for")
+        span = T - length
         if self.window == "first" or span <= 0:
             start = 0
         elif seed is not None:
             start = int(np.random.default_rng(seed).integers(span + 1))
         else:
             start = int(torch.randint(span + 1, ()).item())
-        sl = slice(start, start + self.clip_frames)
+        sl = slice(start, start + length)
         frames = torch.from_numpy(np.ascontiguousarray(ep["frames"][sl]))  # (T, H, W, 3) uint8
         frames = frames.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (T, 3, H, W) in [-1, 1]
         return {

@@ -46,11 +46,14 @@ class AutoencoderStage:
     def check_resume(self, state: dict[str, Any]) -> None:
         require_same(state["config"]["ae"], self.ae_config.to_dict(), what="autoencoder", source=state["path"])
 
-    def prepare_data(self, dataset: Any) -> None:
-        f = self.ae_config.spatial_factor
-        h, w = dataset.resolution
-        if h % f or w % f:
-            raise ValueError(f"frames of {h}x{w} cannot be compressed by {f}: height and width must be multiples of {f}")
+    def prepare_data(self, dataset: Any, buckets: list[dict[str, Any]]) -> None:
+        f, tf = self.ae_config.spatial_factor, self.ae_config.temporal_factor
+        for b in buckets:
+            h, w = b["resolution"]
+            if h % f or w % f:
+                raise ValueError(f"frames of {h}x{w} cannot be compressed by {f}: height and width must be multiples of {f}")
+            if (b["frames"] - 1) % tf:
+                raise ValueError(f"clips must be 1 + {tf}n frames with temporal factor {tf}, got a bucket of {b['frames']}")
         self.dataset = dataset
 
     def loss(self, module: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
@@ -77,7 +80,7 @@ class AutoencoderStage:
     @torch.no_grad()
     def before_checkpoint(self, module: nn.Module, ema: nn.Module | None, dataset: Any, device: torch.device, precision: str) -> None:
         """Fit the latent's per-channel shift and scale to the data the weights now see."""
-        clips = [dataset[(i, 0)]["frames"][None].to(device) for i in range(min(32, len(dataset.episodes)))]
+        clips = [dataset[(i, 0, self.clip_frames)]["frames"][None].to(device) for i in range(min(32, len(dataset.episodes)))]
         for m in (module, ema):
             if m is not None:
                 m.eval()

@@ -67,23 +67,27 @@ class DiTStage:
             "flow": dataclasses.asdict(self.flow),
             "ae": dataclasses.asdict(self.ae.config),
             "autoencoder_source": self.autoencoder_source,
-            "data": {"resolution": list(self.data_resolution), "fps": self.fps, "clip_frames": self.clip_frames},
+            "data": {"resolution": list(self.data_resolution), "fps": self.fps, "clip_frames": self.clip_frames, "buckets": self.buckets},
         }
 
     def check_resume(self, state: dict[str, Any]) -> None:
         for part, mine in (("dit", self.dit_config.to_dict()), ("text", dataclasses.asdict(self.text_config)), ("ae", dataclasses.asdict(self.ae.config))):
             require_same(state["config"][part], mine, what=part, source=state["path"])
 
-    def prepare_data(self, dataset: Any) -> None:
-        h, w = dataset.resolution
-        f = self.ae.spatial_factor
-        _, ph, pw = self.dit_config.patch
-        if h % (f * ph) or w % (f * pw):
-            raise ValueError(
-                f"frames of {h}x{w} do not divide into the autoencoder's factor {f} times the patch {ph}x{pw}: "
-                f"height and width must be multiples of {f * ph} and {f * pw}"
-            )
-        self.data_resolution = (h, w)
+    def prepare_data(self, dataset: Any, buckets: list[dict[str, Any]]) -> None:
+        f, tf = self.ae.spatial_factor, self.ae.temporal_factor
+        pt, ph, pw = self.dit_config.patch
+        for b in buckets:
+            h, w = b["resolution"]
+            if h % (f * ph) or w % (f * pw):
+                raise ValueError(
+                    f"frames of {h}x{w} do not divide into the autoencoder's factor {f} times the patch {ph}x{pw}: "
+                    f"height and width must be multiples of {f * ph} and {f * pw}"
+                )
+            if (b["frames"] - 1) % tf or ((b["frames"] - 1) // tf + 1) % pt:
+                raise ValueError(f"a bucket of {b['frames']} frames does not make whole latent frames and temporal patches")
+        self.data_resolution = tuple(buckets[0]["resolution"])
+        self.buckets = buckets
         self.fps = int(dataset.episodes[0]["fps"])
         self.dataset = dataset
 
@@ -164,7 +168,7 @@ class DiTStage:
         from worldsim.train import autocast, step_generator
 
         data = ClipDataset(self.cfg.data, clip_frames=self.clip_frames, split="test", window="first", resolution=self.resolution)
-        self.prepare_data(data)
+        self.prepare_data(data, [{"resolution": list(data.resolution), "frames": self.clip_frames}])
         losses = {True: [], False: []}
         for i in range(min(self.cfg.eval_episodes, len(data))):
             item = data[i]
