@@ -75,3 +75,34 @@ def load_world(path: str, *, map_location: str = "cpu", ema: bool = True, expect
     ae = Autoencoder(AutoencoderConfig(**cfg["ae"]))
     ae.load_state_dict(ckpt["autoencoder"])
     return LoadedWorld(model.eval(), ae.eval(), cfg, ckpt["path"], int(ckpt["step"]))
+
+
+def save_world(
+    path: str,
+    model: WorldModel,
+    autoencoder: Autoencoder,
+    *,
+    resolution: tuple[int, int],
+    fps: int,
+    step: int = 0,
+    flow: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write a DiT checkpoint that :func:`load_world` reads (what training writes,
+    without the optimizer): for exporting and for benchmarks of untrained models."""
+    import dataclasses
+
+    from worldsim.checkpoint import save_checkpoint
+    from worldsim.diffusion.flow import FlowConfig
+
+    config = {
+        "dit": model.dit.config.to_dict(),
+        "text": dataclasses.asdict(model.text.config),
+        "flow": flow or dataclasses.asdict(FlowConfig()),
+        "ae": dataclasses.asdict(autoencoder.config),
+        "autoencoder_source": "saved",
+        "data": {"resolution": list(resolution), "fps": fps, "clip_frames": 16},
+        **(extra or {}),
+    }
+    payload = {"kind": "dit", "step": step, "config": config, "model": model.state_dict(), "ema": {}, "autoencoder": autoencoder.state_dict()}
+    return str(save_checkpoint(path, payload))
