@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m worldsim.bench generate | agreement | autoencoder | train``.
+"""Benchmarks: ``python -m worldsim.bench generate | agreement | autoencoder | train | step``.
 
 Each prints one JSON line: the figures and the references they are measured against,
 in the same run on the same machine.
@@ -314,6 +314,95 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def bench_step(args: argparse.Namespace) -> dict[str, Any]:
+    """The learned simulator's speed at 64x64: one world, 64 worlds, the KV cache's
+    speed-up over recomputing the context, FLOP/s against the machine's peak, and
+    memory over a long rollout. Without ``--checkpoint``, an untrained model of the
+    named size (speed does not depend on the weights)."""
+    import resource
+
+    import torch
+    from omegaconf import OmegaConf
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from worldsim.config import config_dir
+    from worldsim.diffusion.sampling import SamplerConfig
+    from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig
+    from worldsim.models.dit import DiTConfig
+    from worldsim.models.text import TextConfig
+    from worldsim.models.world import WorldModel, save_world
+    from worldsim.simulator import LearnedSimulator
+
+    tmp = Path(tempfile.mkdtemp(prefix="worldsim-bench-"))
+    try:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            torch.manual_seed(0)
+            ae_cfg = AutoencoderConfig(**OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "ae" / "f8.yaml")))  # type: ignore[arg-type]
+            dit = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / f"{args.model}.yaml"))
+            assert isinstance(dit, dict)
+            world = WorldModel(DiTConfig(**dit, latent_channels=ae_cfg.latent_channels, text_dim=128), TextConfig())
+            for p in world.parameters():  # untrained adaLN-Zero blocks would skip their work: wake them up
+                if p.abs().sum() == 0:
+                    torch.nn.init.normal_(p, std=0.02)
+            checkpoint = save_world(str(tmp / "world.pt"), world, Autoencoder(ae_cfg), resolution=(64, 64), fps=20)
+        sampler = SamplerConfig(steps=args.steps)
+        rng = np.random.default_rng(0)
+        prompt = "Two balls bounce in a box under low gravity. The red ball is small, heavy and very bouncy. The blue ball is large, light and dead."
+
+        def time_steps(sim: Any, worlds: int, steps: int, context: int) -> float:
+            frames = rng.integers(0, 256, (worlds, context, sim.height, sim.width, 3), dtype=np.uint8)
+            sim.reset(frames, prompt, [torch.Generator().manual_seed(i) for i in range(worlds)])
+            sim.step(np.zeros((worlds, 2), np.float32))  # warm up
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                sim.step(rng.uniform(-1, 1, (worlds, 2)).astype(np.float32))
+            return (time.perf_counter() - t0) / steps
+
+        sim = LearnedSimulator(checkpoint, sampler=sampler, window=8)
+        single = time_steps(sim, 1, args.single_steps, 8)
+        batched = time_steps(sim, args.worlds, args.batched_steps, 4)
+        recompute = time_steps(LearnedSimulator(checkpoint, sampler=sampler, window=8, use_cache=False), 1, max(3, args.single_steps // 4), 8)
+        # FLOPs of one batched step (the model and the decoder)
+        sim.reset(rng.integers(0, 256, (args.worlds, 4, sim.height, sim.width, 3), dtype=np.uint8), prompt,
+                  [torch.Generator().manual_seed(i) for i in range(args.worlds)])
+        counter = FlopCounterMode(display=False)
+        with counter:
+            sim.step(np.zeros((args.worlds, 2), np.float32))
+        flops_per_s = counter.get_total_flops() / batched
+        # memory over a long rollout of one world
+        sim.reset(rng.integers(0, 256, (1, 4, sim.height, sim.width, 3), dtype=np.uint8), prompt, [torch.Generator().manual_seed(0)])
+        marks = []
+        for i in range(args.long_steps):
+            sim.step(rng.uniform(-1, 1, (1, 2)).astype(np.float32))
+            if i in (args.long_steps // 10, args.long_steps - 1):
+                marks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        peak_bf16 = matmul_flops_per_s(torch.bfloat16)
+        peak_fp32 = matmul_flops_per_s(torch.float32)
+        return {
+            "bench": "step",
+            "checkpoint": args.checkpoint or f"untrained {args.model} with the f8 autoencoder",
+            "resolution": [sim.height, sim.width],
+            "sampler": {"method": sampler.method, "steps": sampler.steps},
+            "precision": sim.precision,
+            "steps_per_s_single": round(1 / single, 2),
+            "frames_per_s_batched": round(args.worlds / batched, 1),
+            "worlds_batched": args.worlds,
+            "kv_cache_speedup": round(recompute / single, 2),
+            "model_flops_per_s": round(flops_per_s / 1e9, 2) * 1e9,
+            "matmul_bf16_flops_per_s": round(peak_bf16 / 1e9, 2) * 1e9,
+            "matmul_fp32_flops_per_s": round(peak_fp32 / 1e9, 2) * 1e9,
+            "flops_over_bf16_peak": round(flops_per_s / peak_bf16, 3),
+            "flops_over_fp32_peak": round(flops_per_s / peak_fp32, 3),
+            "rollout_steps": args.long_steps,
+            "peak_memory_mib_at_10_percent": round(marks[0] / 1024, 1),
+            "peak_memory_mib_at_end": round(marks[1] / 1024, 1),
+            "machine": _machine(),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worldsim.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -338,8 +427,18 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--frames", type=int, default=16)
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     t.add_argument("--repeats", type=int, default=3)
+    st = sub.add_parser("step", help="learned simulator steps per second, batched frames per second, KV cache speed-up")
+    st.add_argument("--checkpoint", default=None, help="a DiT run or checkpoint (default: an untrained --model)")
+    st.add_argument("--model", default="dit_s")
+    st.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
+    st.add_argument("--worlds", type=int, default=64)
+    st.add_argument("--single-steps", type=int, default=30)
+    st.add_argument("--batched-steps", type=int, default=5)
+    st.add_argument("--long-steps", type=int, default=1000)
     args = parser.parse_args(argv)
-    if args.what == "train":
+    if args.what == "step":
+        result = bench_step(args)
+    elif args.what == "train":
         result = bench_train(args)
     elif args.what == "autoencoder":
         result = bench_autoencoder(args)
