@@ -62,7 +62,8 @@ def read_frames(path: str | Path, *, resolution: tuple[int, int] | None = None) 
         frames = load_episode(path)["frames"]
     else:
         try:
-            frames = iio.imread(path, index=None) if path.suffix.lower() in (".mp4", ".gif", ".avi", ".mov", ".webm") else iio.imread(path)
+            video = path.suffix.lower() in (".mp4", ".gif", ".avi", ".mov", ".webm", ".mkv")
+            frames = iio.imread(path, index=None) if video else iio.imread(path, plugin="pillow")
         except Exception as e:
             raise SampleError(f"{path}: not a readable episode, video or image ({e})") from e
         frames = np.asarray(frames)

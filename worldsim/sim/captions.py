@@ -316,7 +316,7 @@ def parse(text: str) -> Description:
     for s in sentences:
         _parse_sentence(s, d, obj, by_label)
     if not d.scene:
-        d.scene = _guess_scene(toks)
+        d.scene = _guess_scene(toks, d)
     # "Two balls bounce ... The red ball is ... The blue ball is ...": the coloured
     # balls are the counted ones, so drop as many uncoloured placeholders.
     for noun in ("ball", "box"):
@@ -329,12 +329,13 @@ def parse(text: str) -> Description:
     return d
 
 
-def _guess_scene(toks: list[str]) -> str:
+def _guess_scene(toks: list[str], d: Description) -> str:
     if "pane" in toks or "glass pane" in toks or "shatters" in toks:
         return "shatter"
     if "screen" in toks or "screens" in toks or "behind" in toks:
         return "occlusion"
-    if "pushes" in toks or "push" in toks or "agent" in toks:
+    # Only the push scene has an agent, boxes and a floor with friction.
+    if "pushes" in toks or "push" in toks or "agent" in toks or "box" in toks or "boxes" in toks or d.floor:
         return "push"
     return "bouncing_balls"
 

@@ -39,6 +39,7 @@ def expand_prompt(
     objects than the scene holds, a word the scene does not use)."""
     if not prompt.strip():
         raise ValueError("the prompt is empty; describe the scene, e.g. 'two bouncy balls, low gravity'")
+    _refuse_shared_colours(prompt)
     d = parse(prompt)
     name = scene or d.scene or "bouncing_balls"
     rng = np.random.default_rng(seed)
@@ -53,7 +54,11 @@ def expand_prompt(
         if d.gravity not in g:
             raise ConfigError(f"the {name} scene has no {d.gravity!r} gravity; it has {list(g)}")
         overrides["gravity"] = {d.gravity: g[d.gravity]}
-    if d.floor and name == "push":
+    if any(o.noun == "box" for o in things) and name != "push":
+        raise ConfigError(f"the {name} scene has only balls; boxes are in the push scene (prompt {prompt!r})")
+    if d.floor and name != "push":
+        raise ConfigError(f"the {name} scene has no floor friction; {d.floor!r} floors are in the push scene (prompt {prompt!r})")
+    if d.floor:
         overrides["floor"] = {d.floor: scene_config(name).floor[d.floor]}  # type: ignore[attr-defined]
     pane = next((o for o in d.objects if o.noun == "pane"), None)
     if pane is not None and pane.strength and name == "shatter":
@@ -65,6 +70,25 @@ def expand_prompt(
     spec = cfg.sample(rng, num_frames=num_frames, resolution=resolution, split=split)
     spec = _impose(spec, things, cfg, rng)
     return Expanded(spec, caption_detailed(spec, []), d, d.unknown)
+
+
+def _refuse_shared_colours(prompt: str) -> None:
+    """"two red balls" cannot be drawn: every object has its own colour."""
+    from worldsim.sim.captions import _MASS, _REST, _SIZE, _WORD_NUMBERS, COLOURS, STRENGTHS, tokenize
+
+    toks = tokenize(prompt)
+    for i, t in enumerate(toks):
+        n = _WORD_NUMBERS.get(t, int(t) if t.isdigit() else 1)
+        if n < 2:
+            continue
+        j = i + 1
+        while j < len(toks) and (toks[j] in _SIZE or toks[j] in _MASS or toks[j] in _REST or toks[j] in STRENGTHS):
+            j += 1
+        if j + 1 < len(toks) and toks[j] in COLOURS and toks[j + 1] in ("balls", "boxes"):
+            raise ConfigError(
+                f"{' '.join(toks[i : j + 2])!r}: every object has its own colour; name one colour per object "
+                f"(e.g. 'a red ball and a blue ball') or none ('{t} {toks[j + 1]}')"
+            )
 
 
 def _impose(spec: SceneSpec, words: list, cfg: object, rng: np.random.Generator) -> SceneSpec:
