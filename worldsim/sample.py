@@ -129,9 +129,14 @@ class Sampler:
         steps: int = 16,
         method: str = "heun",
         text_scale: float = 1.0,
+        actions: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Generate ``frames`` frames; returns them (N, H, W, 3) uint8 and the mask of
-        the frames that were given (N,) bool (returned exactly as given)."""
+        the frames that were given (N,) bool (returned exactly as given).
+
+        ``actions`` (N, A) in [-1, 1]: the agent's command at every frame (scenes with
+        an agent); None leaves them to the model (the action-unconditional branch it
+        learned with actions dropped)."""
         from worldsim.diffusion.sampling import SamplerConfig, sample
         from worldsim.train import autocast
 
@@ -195,12 +200,25 @@ class Sampler:
         if mode == "edit":
             start = latents
         text = self.model.encode_text([prompt])
-        acts = torch.zeros(1, latents.shape[1], self.model.dit.config.action_dim, device=dev)
+        a_dim = self.model.dit.config.action_dim
+        if actions is None:
+            acts = torch.zeros(1, n, a_dim, device=dev)
+        else:
+            a = np.asarray(actions, np.float32)
+            if a.shape != (n, a_dim) or not np.isfinite(a).all():
+                raise SampleError(f"actions must be a finite ({n}, {a_dim}) array (one command per output frame), got {a.shape}")
+            acts = torch.from_numpy(np.clip(a, -1.0, 1.0)).to(dev)[None]
+        if tf > 1:  # one action per latent frame: the mean over the video frames it covers
+            acts = torch.cat([acts[:, :1], acts[:, 1:].reshape(1, -1, tf, a_dim).mean(2)], 1)
+        if mode == "loop":
+            acts = torch.cat([acts, acts[:, :1]], 1)
+        free = actions is None
 
         def velocity(x: torch.Tensor, t: torch.Tensor, text_drop: torch.Tensor, action_drop: torch.Tensor) -> torch.Tensor:
             k = x.shape[0]
             tx = tuple(torch.cat([p] * k) for p in text)
-            return self.model(x, t, torch.cat([acts] * k), tx, causal=False, text_drop=text_drop, action_drop=action_drop).float()
+            drop = action_drop | free
+            return self.model(x, t, torch.cat([acts] * k), tx, causal=False, text_drop=text_drop, action_drop=drop).float()
 
         cfg = SamplerConfig(method=method, steps=steps, text_scale=text_scale)
         gen = torch.Generator().manual_seed(seed)

@@ -60,6 +60,10 @@ def expand_prompt(
         raise ConfigError(f"the {name} scene has no floor friction; {d.floor!r} floors are in the push scene (prompt {prompt!r})")
     if d.floor:
         overrides["floor"] = {d.floor: scene_config(name).floor[d.floor]}  # type: ignore[attr-defined]
+    if d.screens and name == "occlusion":
+        if len(d.screens) > len(palette.OCCLUDER_COLOURS) or len(set(d.screens)) < len(d.screens):
+            raise ConfigError(f"the occlusion scene has at most one screen of each of {list(palette.OCCLUDER_COLOURS)}")
+        overrides["num_screens"] = [len(d.screens), len(d.screens)]
     pane = next((o for o in d.objects if o.noun == "pane"), None)
     if pane is not None and pane.strength and name == "shatter":
         overrides["fragile_probability"] = 1.0 if pane.strength == "fragile" else 0.0
@@ -69,6 +73,10 @@ def expand_prompt(
         raise ConfigError(f"the prompt {prompt!r} does not fit the {name} scene: {e}") from e
     spec = cfg.sample(rng, num_frames=num_frames, resolution=resolution, split=split)
     spec = _impose(spec, things, cfg, rng)
+    if d.screens and name == "occlusion":  # the screens' colours as said, in order
+        screens = [f for f in spec.fixtures if f.kind == "occluder"]
+        recoloured = {f.name: dataclasses.replace(f, colour=c) for f, c in zip(screens, d.screens)}
+        spec = dataclasses.replace(spec, fixtures=tuple(recoloured.get(f.name, f) for f in spec.fixtures))
     return Expanded(spec, caption_detailed(spec, []), d, d.unknown)
 
 

@@ -1,0 +1,63 @@
+"""Prompt adherence (issue 8): the readers on physics renderings, and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from worldsim.adherence import AdherenceConfig, Physics, broke, colours_seen, rebound_px, run
+
+
+@pytest.fixture(scope="module")
+def physics():
+    p = Physics("pybullet", (64, 64), "test")
+    yield p
+    p.close()
+
+
+def test_colours_seen_are_the_specs_colours(physics):
+    for scene, seed in (("bouncing_balls", 0), ("occlusion", 1), ("push", 2)):
+        spec = physics.spec(scene, seed, 16)
+        frames = physics.run(spec)[0]["frames"]
+        assert colours_seen(frames) == {o.colour for o in spec.objects}, scene
+    assert colours_seen(np.zeros((4, 64, 64, 3), np.uint8)) == set()
+
+
+def test_the_break_reader_tells_fragile_from_sturdy_panes(physics):
+    spec = physics.spec("shatter", 3, 24)
+    pane = next(o for o in spec.objects if o.shape == "pane")
+    results = {}
+    for strength in (0.5, 100.0):
+        s = dataclasses.replace(spec, objects=tuple(
+            dataclasses.replace(o, pane=dataclasses.replace(o.pane, strength=strength)) if o is pane else o for o in spec.objects))
+        arrays, events = physics.run(s)
+        results[strength] = (broke(arrays["frames"]), any(e["type"] == "break" for e in events))
+    assert results[0.5] == (True, True) and results[100.0] == (False, False)
+
+
+def test_rebound_height_follows_restitution(physics):
+    spec = physics.spec("bouncing_balls", 4, 32, num_balls=[1, 1], ood={}, gravity={"high": [18.0, 18.0]})
+    ball = spec.objects[0]
+    ball = dataclasses.replace(ball, position=(1.0, 1.5), velocity=(0.0, 0.0))
+    heights = {}
+    for e in (0.95, 0.15):
+        frames = physics.run(dataclasses.replace(spec, objects=(dataclasses.replace(ball, restitution=e),)))[0]["frames"]
+        heights[e] = rebound_px(frames, ball.colour)
+    assert heights[0.95] > 10 and heights[0.15] < 3, heights
+    assert rebound_px(np.zeros((4, 64, 64, 3), np.uint8), ball.colour) is None
+
+
+def test_the_cli_writes_every_check(tiny_world, tmp_path):
+    cfg = AdherenceConfig(checkpoint=str(tiny_world), samples=1, frames=6, context=2, steps=1, out=str(tmp_path), precision="fp32")
+    result = run(cfg)
+    saved = json.loads((tmp_path / "adherence.json").read_text())
+    assert set(saved) == {"config", *cfg.checks} and saved["t2v"]["physics_adherence"] == 1.0
+    assert result["pane_strength"]["physics_gap_points"] is not None
+    assert "loop seam error" in (tmp_path / "adherence.md").read_text()
+    with pytest.raises(ValueError, match="unknown checks"):
+        AdherenceConfig(checks=["t2v", "vibes"])
+    with pytest.raises(ValueError, match="context"):
+        AdherenceConfig(frames=4, context=2)
