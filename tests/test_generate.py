@@ -58,10 +58,18 @@ def test_output_is_byte_identical_whatever_the_workers(tmp_path):
 
 
 def test_shards_together_make_the_same_stream(tmp_path):
-    whole = generate_stream(stream(5), tmp_path / "one", progress=False)
-    generate_stream(stream(5), tmp_path / "sharded", shard=1, num_shards=2, progress=False)
-    parts = generate_stream(stream(5), tmp_path / "sharded", shard=0, num_shards=2, progress=False)
-    assert parts == whole
+    """Two shards through Hydra's multirun (-m shard=0,1 shards=2) write the same
+    folder, byte for byte, as one process."""
+    args = ("episodes=5", "frames=8", "resolution=32", "progress=false", "preview=false")
+    cli(*args, f"out={tmp_path / 'one'}", cwd=tmp_path)
+    cli("-m", *args, "shard=0,1", "shards=2", f"out={tmp_path / 'sharded'}", cwd=tmp_path)
+    one, sharded = read_manifest(tmp_path / "one"), read_manifest(tmp_path / "sharded")
+    assert len(one) == 5 and one == sharded
+    for row in one:
+        assert (tmp_path / "one" / row["path"]).read_bytes() == (tmp_path / "sharded" / row["path"]).read_bytes()
+    assert (tmp_path / "one/manifest.jsonl").read_bytes() == (tmp_path / "sharded/manifest.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match=r"shard must be in \[0, shards\)"):
+        generate_stream(stream(5), tmp_path / "bad", shard=2, shards=2, progress=False)
 
 
 def test_killed_run_resumes_without_redoing_or_duplicating(tmp_path):

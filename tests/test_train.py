@@ -84,3 +84,32 @@ def test_two_process_ddp_trains_and_ranks_agree(tiny_data, tmp_path):
     assert any(not torch.equal(a[k], init[k]) for k in a)  # they trained
     assert load_checkpoint(tmp_path / "run")["step"] == 2
     assert not (tmp_path / "run" / "checkpoints" / "step_0000002.pt.tmp").exists()
+
+
+def test_cached_latents_serve_the_same_windows_and_train(tiny_data, tmp_path):
+    """With the identity autoencoder, a cached window is the clip itself (to float16
+    precision), for the same (episode, seed, length); training on the cache runs, and
+    a resumed run reuses the cache instead of rebuilding it."""
+    from worldsim.data.dataset import ClipDataset
+    from worldsim.data.latents import build_latent_cache
+    from worldsim.models.autoencoder import load_autoencoder
+
+    clips = ClipDataset(str(tiny_data), clip_frames=4)
+    cached = build_latent_cache(clips, load_autoencoder("identity"), tmp_path / "cache", device=torch.device("cpu"), precision="fp32", progress=False)
+    for item in [(0, 11, 4), (3, 5, 6), (5, 99, 4)]:
+        a, b = clips[item], cached[item]
+        assert a["start"] == b["start"] and a["caption_detailed"] == b["caption_detailed"]
+        torch.testing.assert_close(b["latents"], a["frames"], atol=2e-3, rtol=0)
+        torch.testing.assert_close(b["actions"], a["actions"])
+
+    out = tmp_path / "run"
+    train(config(tiny_data, out, 2, cache_latents=True))
+    index = out / "latents" / "index.json"
+    stamp = index.stat().st_mtime_ns
+    result = train(config(tiny_data, out, 4, cache_latents=True))
+    assert torch.isfinite(torch.tensor(result["logs"]["loss"])) and index.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="temporal factor 1"):
+        from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig
+
+        build_latent_cache(clips, Autoencoder(AutoencoderConfig(spatial_factor=4, temporal_factor=2, latent_channels=4, channels=[8, 8, 16])),
+                           tmp_path / "c2", device=torch.device("cpu"), precision="fp32", progress=False)

@@ -196,19 +196,19 @@ def _pool_context() -> mp.context.BaseContext:
 
 
 def generate_stream(
-    stream: StreamConfig, out: str | os.PathLike[str], *, workers: int = 1, shard: int = 0, num_shards: int = 1, progress: bool = True
+    stream: StreamConfig, out: str | os.PathLike[str], *, workers: int = 1, shard: int = 0, shards: int = 1, progress: bool = True
 ) -> list[dict[str, Any]]:
     """Make (or complete) a stream in ``out``; return its manifest lines, by index."""
     from tqdm import tqdm
 
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    if not 0 <= shard < num_shards:
-        raise ConfigError(f"shard must be in [0, num_shards), got shard={shard} num_shards={num_shards}")
+    if not 0 <= shard < shards:
+        raise ConfigError(f"shard must be in [0, shards), got shard={shard} shards={shards}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     _check_identity(root, stream)
-    mine = [i for i in range(stream.episodes) if i % num_shards == shard]
+    mine = [i for i in range(stream.episodes) if i % shards == shard]
     _recover(root, stream, mine)
     todo = [i for i in mine if not (root / stream.episode_path(i)).exists()]
     if len(todo) < len(mine):
@@ -292,7 +292,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for stream in streams:
         rows += generate_stream(
-            stream, cfg.out, workers=int(cfg.workers), shard=int(cfg.shard), num_shards=int(cfg.num_shards), progress=bool(cfg.progress)
+            stream, cfg.out, workers=int(cfg.workers), shard=int(cfg.shard), shards=int(cfg.shards), progress=bool(cfg.progress)
         )
     if cfg.preview and int(cfg.shard) == 0:
         shown = rows

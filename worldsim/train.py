@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from worldsim.atomic import atomic_write_text
 from worldsim.checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from worldsim.config import config_dir
 
@@ -79,6 +81,7 @@ class TrainConfig:
     eval_episodes: int = 32
     compile: bool = False  # torch.compile the training module
     cache_data: bool = False  # keep decoded episodes in memory (per DataLoader worker)
+    cache_latents: bool = False  # stage=dit: encode the training episodes once into out/latents (worldsim.data.latents)
     # Buckets of size and length: each step draws one ({"resolution": [H, W], "frames": T,
     # "weight": w}) and a batch of that size; None: one bucket (resolution, clip_frames).
     buckets: list[dict[str, Any]] | None = None
@@ -259,8 +262,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             unwrap(module).load_state_dict(state["ema"])
         metrics = stage.evaluate(unwrap(module).eval(), device, precision)
         if dist.main:
-            path = out / "eval.json"
-            path.write_text(json.dumps(metrics, indent=1))
+            atomic_write_text(out / "eval.json", json.dumps(metrics, indent=1))
             print(json.dumps(metrics))
         return metrics
 
@@ -291,7 +293,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     if not buckets:
         buckets = [{"resolution": list(dataset.resolution), "frames": stage.clip_frames}]
-    stage.prepare_data(dataset, buckets)
+    dataset = stage.prepare_data(dataset, buckets) or dataset  # a stage may serve its own items (cached latents)
     batches = StepBatches(dataset.episodes, cfg.batch_size, seed=cfg.seed, start_step=start, max_steps=cfg.max_steps, dist=dist, buckets=buckets)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda"
@@ -305,10 +307,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     bar = tqdm(total=cfg.max_steps, initial=start, desc=f"train {stage.kind}", disable=not dist.main, file=sys.stderr, dynamic_ncols=True)
     logs: dict[str, float] = {}
     step = start
+    compute = dict((state or {}).get("compute") or {"flops": 0.0, "wall_s": 0.0})
+    # Training FLOPs are counted (torch.utils.flop_counter) on every step: they vary with
+    # the batch (caption lengths, causal or bidirectional attention). Under torch.compile
+    # the first step of each batch shape is counted and stands for the others.
+    step_flops: dict[tuple[int, ...], float] = {}
+    tic = time.perf_counter()
     train_module.train()
     for batch in loader:
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         gen = step_generator(cfg.seed, step, dist.rank)
+        shape = tuple(batch["frames" if "frames" in batch else "latents"].shape)
+        counter = None
+        if shape not in step_flops or not cfg.compile:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+            counter.__enter__()
         with autocast(device, precision):
             loss, logs = stage.loss(train_module, batch, gen)
         if not torch.isfinite(loss):
@@ -320,6 +335,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if counter is not None:
+            counter.__exit__(None, None, None)
+            step_flops[shape] = float(counter.get_total_flops()) * dist.world  # forward + backward, every rank
+        compute["flops"] += step_flops[shape]
         if cfg.optim.grad_clip > 0:
             logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
         lr = learning_rate(cfg, step)
@@ -339,9 +358,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if step % cfg.sample_every == 0 or step == cfg.max_steps:
                 stage.log_samples(writer, step, unwrap(ema.module if ema is not None else module), batch, device, precision)
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                now = time.perf_counter()
+                compute["wall_s"] += now - tic
+                tic = now
                 stage.before_checkpoint(unwrap(module), ema.module if ema is not None else None, dataset, device, precision)
-                _save(out, stage, step, unwrap(module), ema, opt, cfg)
+                _save(out, stage, step, unwrap(module), ema, opt, cfg, compute)
     bar.close()
+    if dist.main:
+        summary = {
+            "stage": stage.kind, "steps": step, "flops": compute["flops"], "wall_s": round(compute["wall_s"], 2),
+            "params": sum(p.numel() for p in params), "loss": logs.get("loss"), "logs": logs, "device": str(device), "precision": precision,
+            "processes": dist.world,
+        }
+        atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1, default=float))
     if writer is not None:
         writer.close()
     if dist.world > 1:
@@ -351,10 +380,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return {"logs": logs, "module": unwrap(module)}
 
 
-def _save(out: Path, stage: Any, step: int, module: nn.Module, ema: Any, opt: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+def _save(
+    out: Path, stage: Any, step: int, module: nn.Module, ema: Any, opt: torch.optim.Optimizer, cfg: TrainConfig, compute: dict[str, float]
+) -> None:
     payload = {
         "kind": stage.kind,
         "step": step,
+        "compute": dict(compute),  # training FLOPs and wall seconds up to this step (resumes add to them)
         "config": stage.checkpoint_config(),
         "train": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "model": module.state_dict(),
@@ -369,10 +401,10 @@ def _save(out: Path, stage: Any, step: int, module: nn.Module, ema: Any, opt: to
 
 
 # -- the command line -------------------------------------------------------------------------------
-def config_from_hydra(cfg: DictConfig) -> TrainConfig:
+def config_from_plain(plain: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a resolved config as a plain dict: the known keys are its
+    fields, the rest (``ae``, ``model``, ``text``, ``flow``, ...) the stage's options."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(plain, dict)
     top = {k: v for k, v in plain.items() if k in known and k not in ("optim", "stage_options")}
     optim = OptimConfig(**plain.get("optim", {}))
     options = {k: v for k, v in plain.items() if k not in known}
@@ -381,8 +413,22 @@ def config_from_hydra(cfg: DictConfig) -> TrainConfig:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from worldsim.pipeline import run_experiment
+
     try:
-        train(config_from_hydra(cfg))
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:  # every job of a sweep: its own folder under the sweep's
+            OmegaConf.update(cfg, "out", hc.runtime.output_dir, force_add=True)
+        if OmegaConf.is_missing(cfg, "out") or OmegaConf.is_missing(cfg, "data"):
+            missing = [k for k in ("data", "out") if OmegaConf.is_missing(cfg, k)]
+            raise TrainingError(f"missing {' and '.join(missing)}: pass data=DIR out=RUN_DIR, or an experiment (experiment=tiny)")
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(plain, dict)
+        plain.pop("experiment", None)
+        run_experiment(plain)  # type: ignore[arg-type]
     except (TrainingError, CheckpointError, ValueError) as e:
         log.error("%s", e)
         sys.exit(f"error: {e}")

@@ -6,6 +6,8 @@ Frames are uint8 arrays or float tensors; everything is computed per frame in
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -135,7 +137,8 @@ def rollout_metrics(
     pt, pp = dt["present"], dp["present"]
     both = pt & pp
     pos_err = np.linalg.norm(ct - cp, axis=-1)  # (H+1, K)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # steps where no object is in both: NaN, on purpose
         position = np.nanmean(np.where(both, pos_err, np.nan), axis=1)[1:]
         vt, vp = np.diff(ct, axis=0), np.diff(cp, axis=0)  # px per frame
         vel_ok = both[1:] & both[:-1]

@@ -94,7 +94,8 @@ class AutoencoderStage:
 
 @torch.no_grad()
 def evaluate_autoencoder(
-    ae: Autoencoder, data: str | Path, *, device: torch.device | str = "cpu", precision: str = "fp32", episodes: int = 32, split: str = "test"
+    ae: Autoencoder, data: str | Path | list[str], *, device: torch.device | str = "cpu", precision: str = "fp32", episodes: int = 32,
+    split: str = "test",
 ) -> dict[str, Any]:
     """The reconstruction ceiling on held-out episodes.
 
@@ -102,7 +103,8 @@ def evaluate_autoencoder(
     autoencoder (distance between the centroid of each object's colour in the
     reconstruction and in the original, px, mean over objects seen in both), and the
     fraction of (frame, object) pairs where an object visible in the original (3+
-    pixels) is missing from the reconstruction.
+    pixels) is missing from the reconstruction. The ``episodes`` are spread evenly
+    over the split (every scene and engine), and each figure is also given per scene.
     """
     from worldsim.data.dataset import select_episodes
     from worldsim.data.episode import load_episode
@@ -112,10 +114,16 @@ def evaluate_autoencoder(
     from worldsim.train import autocast
 
     device = torch.device(device)
-    rows = select_episodes(data, split=split)[:episodes]
+    roots = data if isinstance(data, (list, tuple)) else [data]
+    every = [(Path(r), row) for r in roots for row in select_episodes(r, split=split)]
+    if not every:
+        raise ValueError(f"no {split} episodes in {roots} to evaluate the autoencoder on")
+    pick = np.linspace(0, len(every) - 1, min(episodes, len(every))).round().astype(int)
+    rows = [every[i] for i in sorted(set(pick.tolist()))]
     psnrs, ssims, errors, lost, visible = [], [], [], 0, 0
-    for row in rows:
-        ep = load_episode(Path(data) / row["path"])
+    per_scene: dict[str, dict[str, list[Any]]] = {}
+    for root, row in rows:
+        ep = load_episode(root / row["path"])
         frames = ep["frames"]
         t = ae.video_frames(ae.latent_frames(len(frames)))
         frames = frames[:t]
@@ -132,7 +140,17 @@ def evaluate_autoencoder(
         errors.append(np.linalg.norm(truth["centroids"][both] - pred["centroids"][both], axis=-1))
         lost += int((truth["present"] & ~pred["present"]).sum())
         visible += int(truth["present"].sum())
+        sc = per_scene.setdefault(row["scene"], {"psnr": [], "err": [], "lost": [], "visible": []})
+        sc["psnr"].append(psnrs[-1])
+        sc["err"].append(errors[-1])
+        sc["lost"].append(int((truth["present"] & ~pred["present"]).sum()))
+        sc["visible"].append(int(truth["present"].sum()))
     err = np.concatenate(errors) if errors else np.zeros(0)
+    scenes = {}
+    for name, sc in sorted(per_scene.items()):
+        e = np.concatenate(sc["err"])
+        scenes[name] = {"psnr": round(float(np.mean(np.concatenate(sc["psnr"]))), 3), "position_error_px": round(float(e.mean()), 4) if len(e) else None,
+                        "objects_lost_fraction": round(sum(sc["lost"]) / max(sum(sc["visible"]), 1), 5)}
     return {
         "episodes": len(rows),
         "psnr": round(float(np.mean(np.concatenate(psnrs))), 3),
@@ -140,5 +158,6 @@ def evaluate_autoencoder(
         "position_error_px": round(float(err.mean()), 4) if len(err) else None,
         "position_error_px_p95": round(float(np.percentile(err, 95)), 4) if len(err) else None,
         "objects_lost_fraction": round(lost / max(visible, 1), 5),
+        "scenes": scenes,
         "config": dataclasses.asdict(ae.config),
     }

@@ -74,7 +74,9 @@ class DiTStage:
         for part, mine in (("dit", self.dit_config.to_dict()), ("text", dataclasses.asdict(self.text_config)), ("ae", dataclasses.asdict(self.ae.config))):
             require_same(state["config"][part], mine, what=part, source=state["path"])
 
-    def prepare_data(self, dataset: Any, buckets: list[dict[str, Any]]) -> None:
+    def prepare_data(self, dataset: Any, buckets: list[dict[str, Any]], *, cache: bool = True) -> Any:
+        """Check the buckets against the autoencoder and patch; with cache_latents, the
+        cached-latent dataset to train on (None: ``dataset`` itself)."""
         f, tf = self.ae.spatial_factor, self.ae.temporal_factor
         pt, ph, pw = self.dit_config.patch
         for b in buckets:
@@ -90,6 +92,15 @@ class DiTStage:
         self.buckets = buckets
         self.fps = int(dataset.episodes[0]["fps"])
         self.dataset = dataset
+        if cache and getattr(self.cfg, "cache_latents", False):
+            from worldsim.data.latents import build_latent_cache
+            from worldsim.train import resolve_device, resolve_precision
+
+            device = resolve_device(self.cfg.device)
+            self.ae.to(device)
+            return build_latent_cache(dataset, self.ae, Path(self.cfg.out) / "latents", device=device,
+                                      precision=resolve_precision(self.cfg.precision, device))
+        return None
 
     # -- training -------------------------------------------------------------------------------------
     def latents(self, frames: torch.Tensor) -> torch.Tensor:
@@ -112,7 +123,7 @@ class DiTStage:
         return [static_caption(c) if d else c for c, d in zip(captions, drop.tolist())]
 
     def loss(self, module: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        x0 = self.latents(batch["frames"])  # (B, T', C, h, w)
+        x0 = batch["latents"] if "latents" in batch else self.latents(batch["frames"])  # (B, T', C, h, w)
         inp = training_inputs(x0, self.flow, gen)
         captions = self.captions(list(batch["caption_detailed"]), gen)
         v = module(
@@ -128,19 +139,20 @@ class DiTStage:
         from worldsim.train import autocast
 
         module.eval()
-        frames = batch["frames"][:2]
+        x0 = batch["latents"][:2] if "latents" in batch else self.latents(batch["frames"][:2])
         with autocast(device, precision):
-            pred = self.continue_clip(module, frames, batch["actions"][:2], list(batch["caption_detailed"][:2]), context=2, seed=step)
+            pred = self.continue_clip(module, x0, batch["actions"][:2], list(batch["caption_detailed"][:2]), context=2, seed=step)
+            truth = batch["frames"][:2] if "frames" in batch else self.ae.decode(x0)
         module.train()
-        truth, out = to_uint8(frames), to_uint8(pred)
+        truth, out = to_uint8(truth), to_uint8(pred)
         writer.add_image("samples/truth_above_prediction_context2", image_grid([x for pair in zip(truth, out) for x in pair]), step, dataformats="HWC")
 
     @torch.no_grad()
     def continue_clip(
-        self, model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, captions: list[str], *, context: int, seed: int, steps: int = 8
+        self, model: nn.Module, x0: torch.Tensor, actions: torch.Tensor, captions: list[str], *, context: int, seed: int, steps: int = 8
     ) -> torch.Tensor:
-        """Generate a clip from its first ``context`` latent frames (bidirectional)."""
-        x0 = self.latents(frames)
+        """Generate a clip (decoded) from the first ``context`` of its latent frames
+        ``x0`` (B, T', C, h, w), bidirectionally."""
         mask = torch.zeros(x0.shape[:2], dtype=torch.bool, device=x0.device)
         mask[:, :context] = True
         text = model.encode_text(captions)
@@ -168,7 +180,7 @@ class DiTStage:
         from worldsim.train import autocast, step_generator
 
         data = ClipDataset(self.cfg.data, clip_frames=self.clip_frames, split="test", window="first", resolution=self.resolution)
-        self.prepare_data(data, [{"resolution": list(data.resolution), "frames": self.clip_frames}])
+        self.prepare_data(data, [{"resolution": list(data.resolution), "frames": self.clip_frames}], cache=False)
         losses = {True: [], False: []}
         for i in range(min(self.cfg.eval_episodes, len(data))):
             item = data[i]
