@@ -8,7 +8,10 @@ compares the parts that shape the weights against what it expects and refuses a
 mismatch, naming the keys that differ.
 
 Everywhere a checkpoint is asked for, a run directory (its latest checkpoint) or a
-checkpoint file is accepted.
+checkpoint file is accepted. An exported model (:func:`export_safetensors`, e.g. the
+bundled reference model) is a ``.safetensors`` file: the weights to use (EMA where
+the run kept them), half precision, and ``kind``, ``step`` and ``config`` as JSON in
+its metadata; it loads the same way, with no optimizer state.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def resolve(path: str | os.PathLike[str]) -> Path:
             raise CheckpointError(f"{p} is a directory with no checkpoints/step_*.pt; train there first, or pass a checkpoint file")
         return found
     if not p.is_file():
-        raise CheckpointError(f"no checkpoint at {p}: pass a run directory or a .pt checkpoint file")
+        raise CheckpointError(f"no checkpoint at {p}: pass a run directory, a .pt checkpoint or an exported .safetensors file")
     return p
 
 
@@ -71,6 +74,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None, ma
     ``kind`` ("autoencoder", "dit").
     """
     p = resolve(path)
+    if p.suffix == ".safetensors":
+        ckpt = _load_safetensors(p, map_location)
+        if kind is not None and ckpt.get("kind") != kind:
+            raise CheckpointError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
+        ckpt["path"] = str(p)
+        return ckpt
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -81,6 +90,51 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None, ma
         raise CheckpointError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
     ckpt["path"] = str(p)
     return ckpt
+
+
+def _load_safetensors(p: Path, map_location: str) -> dict[str, Any]:
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt", device=map_location) as f:
+            meta = json.loads((f.metadata() or {}).get("worldsim", "null"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"{p}: not a readable safetensors file ({type(e).__name__}: {e}); it may be truncated") from e
+    if not isinstance(meta, dict) or "config" not in meta:
+        raise CheckpointError(f"{p}: a safetensors file without worldsim metadata; export one with python -m worldsim.export")
+    ckpt: dict[str, Any] = {"kind": meta.get("kind"), "step": meta.get("step", 0), "config": meta["config"], "ema": {}}
+    for part in ("model", "autoencoder"):
+        prefix = part + "."
+        ckpt[part] = {k[len(prefix) :]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith(prefix)}
+    return ckpt
+
+
+def export_safetensors(run: str | os.PathLike[str], out: str | os.PathLike[str], *, dtype: torch.dtype = torch.float16) -> Path:
+    """Write a DiT run's weights for use (EMA if kept; ``dtype``; no optimizer) as one
+    ``.safetensors`` file that every ``checkpoint=`` accepts."""
+    import json
+
+    from safetensors.torch import save_file
+
+    ckpt = load_checkpoint(run, kind="dit")
+    weights = ckpt["ema"] if ckpt.get("ema") else ckpt["model"]
+    tensors = {}
+    for part, sd in (("model", weights), ("autoencoder", ckpt["autoencoder"])):
+        for k, v in sd.items():
+            v = v.detach().cpu()
+            if v.is_floating_point():
+                if dtype == torch.float16 and v.abs().max() > 6e4:
+                    raise ValueError(f"{part}.{k} holds values beyond float16's range; export with dtype=bfloat16 or float32")
+                v = v.to(dtype)
+            tensors[f"{part}.{k}"] = v.contiguous()
+    meta = {"worldsim": json.dumps({"kind": "dit", "step": int(ckpt["step"]), "config": ckpt["config"], "source": str(ckpt["path"])})}
+    out = Path(out)
+    with atomic_path(out, keep_suffix=True) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return out
 
 
 def config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:

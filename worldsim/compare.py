@@ -145,8 +145,10 @@ def metrics_of(ep: PhysicsEpisode, pred: np.ndarray) -> dict[str, Any]:
     )
 
 
-def run(cfg: CompareConfig) -> dict[str, Any]:
-    """Everything ``python -m worldsim.compare`` does; returns metrics.json's content."""
+def run(cfg: CompareConfig, *, keep: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
+    """Everything ``python -m worldsim.compare`` does; returns metrics.json's content.
+    ``keep``, if given, receives the ``truth`` and ``model`` frames (and each
+    baseline's) of the first ``cfg.videos`` episodes."""
     from tqdm import tqdm
 
     from worldsim.evaluate import baselines as B
@@ -213,6 +215,11 @@ def run(cfg: CompareConfig) -> dict[str, Any]:
     write_report(out, result, episodes=rows)
     plot_horizon(out / "horizon.png", {n: c for n, c in curves.items()}, title=f"{cfg.scene} ({cfg.engine}), {cfg.episodes} episodes")
     n = min(cfg.videos, len(episodes))
+    if keep is not None:
+        keep["truth"] = [ep.truth for ep in episodes[:n]]
+        keep["model"] = [preds["model"][i] for i in range(n)]
+        for b, fs in base_frames.items():
+            keep[b] = [np.asarray(f) for f in fs[:n]]
     write_video(out / "compare.mp4", [ep.truth for ep in episodes[:n]], [preds["model"][i] for i in range(n)], fps=episodes[0].spec.physics.fps)
     return result
 
