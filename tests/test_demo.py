@@ -1,0 +1,87 @@
+"""Exported models, the bundled reference model and the demo (issue 9)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from worldsim.checkpoint import CheckpointError, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_world, tmp_path_factory):
+    from worldsim.checkpoint import export_safetensors
+
+    return export_safetensors(tiny_world, tmp_path_factory.mktemp("export") / "tiny.safetensors")
+
+
+def test_an_export_loads_as_the_run_it_came_from(tiny_world, exported):
+    from worldsim.models.world import load_world
+
+    run, exp = load_world(str(tiny_world)), load_world(str(exported))
+    assert exp.config == run.config and exp.step == run.step
+    for (k, a), b in zip(run.model.state_dict().items(), exp.model.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=2e-3, rtol=1e-3, msg=k)  # the EMA weights, in float16
+    for (k, a), b in zip(run.autoencoder.state_dict().items(), exp.autoencoder.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=2e-3, rtol=1e-3, msg=k)
+
+
+def test_a_broken_export_is_refused(exported, tmp_path):
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(exported.read_bytes()[: 5000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(cut)
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bare))
+    with pytest.raises(CheckpointError, match="without worldsim metadata"):
+        load_checkpoint(bare)
+
+
+def test_learned_world_runs_from_an_export(exported):
+    import gymnasium as gym
+
+    env = gym.make("worldsim:LearnedWorld-v0", checkpoint=str(exported), context=2)
+    obs, info = env.reset(seed=0)
+    obs2, *_ = env.step(np.zeros(2, np.float32))
+    assert obs.shape == obs2.shape == (32, 32, 3) and info["caption"]
+    env.close()
+
+
+def test_the_demo_writes_its_files_and_a_summary(exported, tmp_path, capsys):
+    from worldsim.demo import run
+
+    cfg = {"checkpoint": str(exported), "scenes": ["bouncing_balls", "shatter"], "engine": "pybullet", "episodes": 1, "horizon": 3,
+           "context": 2, "seed": 0, "split": "test", "baselines": ["copy_last", "physical_variance"], "sampler_steps": 1, "videos": 1,
+           "out": str(tmp_path), "device": "cpu", "precision": "fp32"}
+    results = run(cfg)
+    assert set(results) == {"bouncing_balls", "shatter"}
+    for name in ("demo.mp4", "horizon.png", "metrics.json", "bouncing_balls/report.md", "shatter/compare.mp4"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(saved["scenes"]) == {"bouncing_balls", "shatter"} and "model" in saved["scenes"]["shatter"]["summary"]
+    printed = capsys.readouterr().out
+    assert "pos err" in printed and "shatter" in printed and "demo.mp4" in printed
+
+
+def test_the_bundled_reference_model_is_the_default_everywhere():
+    """With the reference model installed, the environments need no checkpoint."""
+    from worldsim.assets import reference_checkpoint
+
+    path = reference_checkpoint()
+    if path is None:
+        pytest.skip("this checkout ships no reference model (worldsim/assets/reference.safetensors)")
+    import gymnasium as gym
+
+    ckpt = load_checkpoint(path, kind="dit")
+    assert ckpt["config"]["data"]["resolution"] == [64, 64]
+    env = gym.make("worldsim:LearnedWorld-v0")
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    obs, *_ = env.step(env.action_space.sample())
+    assert obs.shape == (64, 64, 3)
+    env.close()
