@@ -53,6 +53,28 @@ def select_episodes(
     return keep
 
 
+def parse_item(i: int | tuple[int, ...], n: int, clip_frames: int) -> tuple[int, int | None, int]:
+    """``i`` or ``(i, seed[, frames])`` -> (episode index, window seed or None, frames)."""
+    seed, length = None, clip_frames
+    if isinstance(i, tuple):
+        i, seed, *rest = i
+        length = rest[0] if rest else length
+    return i % n, seed, length
+
+
+def window_start(episode: str, frames: int, length: int, seed: int | None, *, first: bool = False) -> int:
+    """The first frame of a ``length``-frame window of an episode of ``frames`` frames:
+    0 with ``first``, drawn from ``seed`` if given (exact resumes), else from torch's RNG."""
+    if frames < length:
+        raise DataError(f"episode {episode} has {frames} frames, fewer than the {length} asked for")
+    span = frames - length
+    if first or span <= 0:
+        return 0
+    if seed is not None:
+        return int(np.random.default_rng(seed).integers(span + 1))
+    return int(torch.randint(span + 1, ()).item())
+
+
 class ClipDataset(Dataset):
     """Windows of ``clip_frames`` frames from the episodes in generated folders.
 
@@ -125,23 +147,10 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int | tuple[int, ...]) -> dict[str, Any]:
         """Item ``i``, or ``(i, seed[, frames])``: the window start then comes from
         ``seed`` (what :class:`worldsim.train.StepBatches` passes, for exact resumes)."""
-        seed, length = None, self.clip_frames
-        if isinstance(i, tuple):
-            i, seed, *rest = i
-            length = rest[0] if rest else length
-        k = i % len(self.episodes)
+        k, seed, length = parse_item(i, len(self.episodes), self.clip_frames)
         row = self.episodes[k]
         ep = self._load(k)
-        T = ep["frames"].shape[0]
-        if T < length:
-            raise DataError(f"episode {row['id']} has {T} frames, fewer than the {length} asked for")
-        span = T - length
-        if self.window == "first" or span <= 0:
-            start = 0
-        elif seed is not None:
-            start = int(np.random.default_rng(seed).integers(span + 1))
-        else:
-            start = int(torch.randint(span + 1, ()).item())
+        start = window_start(row["id"], ep["frames"].shape[0], length, seed, first=self.window == "first")
         sl = slice(start, start + length)
         frames = torch.from_numpy(np.ascontiguousarray(ep["frames"][sl]))  # (T, H, W, 3) uint8
         frames = frames.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (T, 3, H, W) in [-1, 1]

@@ -61,24 +61,14 @@ class LatentClips(torch.utils.data.Dataset):
         return len(self.episodes)
 
     def __getitem__(self, i: int | tuple[int, ...]) -> dict[str, Any]:
-        seed, length = None, self.clip_frames
-        if isinstance(i, tuple):
-            i, seed, *rest = i
-            length = rest[0] if rest else length
-        k = i % len(self.episodes)
+        from worldsim.data.dataset import parse_item, window_start
+
+        k, seed, length = parse_item(i, len(self.episodes), self.clip_frames)
         row = self.episodes[k]
         res, slot = self.slots[k]
         zs, acts = self.arrays(res)
         z = zs[slot]
-        span = z.shape[0] - length
-        if span < 0:
-            raise ValueError(f"episode {row['id']} has {z.shape[0]} frames, fewer than the {length} asked for")
-        if span == 0:
-            start = 0
-        elif seed is not None:  # the window ClipDataset would take
-            start = int(np.random.default_rng(seed).integers(span + 1))
-        else:
-            start = int(torch.randint(span + 1, ()).item())
+        start = window_start(row["id"], z.shape[0], length, seed)  # the window ClipDataset would take
         return {
             "latents": torch.from_numpy(np.ascontiguousarray(z[start : start + length], dtype=np.float32)),
             "actions": torch.from_numpy(np.ascontiguousarray(acts[slot, start : start + length])),
