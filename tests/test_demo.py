@@ -85,3 +85,30 @@ def test_the_bundled_reference_model_is_the_default_everywhere():
     obs, *_ = env.step(env.action_space.sample())
     assert obs.shape == (64, 64, 3)
     env.close()
+
+
+def test_the_bundled_weights_are_the_reference_experiment():
+    """The shipped file loads strictly into the model its recorded config builds, and
+    that config is what conf/experiment/reference.yaml trains."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from worldsim.assets import reference_checkpoint
+    from worldsim.config import config_dir
+    from worldsim.models.world import load_world
+
+    path = reference_checkpoint()
+    if path is None:
+        pytest.skip("this checkout ships no reference model (worldsim/assets/reference.safetensors)")
+    world = load_world(path)  # strict: every tensor present, every shape as the config says
+    recorded = world.config
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        experiment = OmegaConf.to_container(compose(config_name="train", overrides=["experiment=reference"]), resolve=True)
+    for key in ("model", "ae", "text", "flow"):
+        assert recorded["stage_options"][key] == experiment[key], key
+    for key in ("max_steps", "batch_size", "clip_frames"):
+        assert recorded[key] == experiment[key], key
+    assert recorded["optim"] == experiment["optim"]
+    assert world.step == experiment["max_steps"]
+    n = sum(p.numel() for p in world.model.parameters())
+    assert 10e6 < n < 15e6, n  # dit_s with its text encoder
