@@ -12,6 +12,7 @@ import torch
 
 from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.sim.captions import caption_detailed
+from worldsim_envs._window import HumanWindow
 from worldsim_envs.physics_world import PhysicsWorldEnv, check_action
 
 
@@ -165,7 +166,7 @@ class LearnedWorldEnv(gym.Env):
         self.metadata = {**self.metadata, "render_fps": self.worlds.sim.fps}
         self.render_mode = render_mode
         self._frame: np.ndarray | None = None
-        self._figure: Any = None
+        self._window = HumanWindow("LearnedWorld")
         self._steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -193,23 +194,12 @@ class LearnedWorldEnv(gym.Env):
         if self._frame is None:
             return None
         if self.render_mode == "human":
-            import matplotlib.pyplot as plt
-
-            if self._figure is None:
-                self._figure = plt.figure("LearnedWorld")
-                self._image = plt.imshow(self._frame, interpolation="nearest")
-                plt.axis("off")
-            self._image.set_data(self._frame)
-            plt.pause(1.0 / self.metadata["render_fps"])
+            self._window.show(self._frame, self.metadata["render_fps"])
             return None
         return self._frame.copy()
 
     def close(self) -> None:
-        if self._figure is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(self._figure)
-            self._figure = None
+        self._window.close()
         self.worlds.close()
 
 

@@ -12,6 +12,7 @@ from worldsim.sim.engine import make_engine
 from worldsim.sim.scenes import scene_config
 from worldsim.sim.scenes.base import parse_resolution
 from worldsim.sim.spec import SceneSpec
+from worldsim_envs._window import HumanWindow
 
 # The longest episode a spec is drawn for; the registration's max_episode_steps
 # (or make(..., max_episode_steps=N)) ends episodes earlier.
@@ -98,7 +99,7 @@ class PhysicsWorldEnv(gym.Env):
         self.metadata = {**self.metadata, "render_fps": self.scene.fps}
         self.spec_: SceneSpec | None = None
         self._frame: np.ndarray | None = None
-        self._figure: Any = None
+        self._window = HumanWindow(f"PhysicsWorld: {self.scene_name} ({self.engine_name})")
 
     def sample_spec(self, rng: np.random.Generator, scene: Any = None) -> SceneSpec:
         """The spec a reset with this generator starts from (what LearnedWorld's twin uses)."""
@@ -148,21 +149,10 @@ class PhysicsWorldEnv(gym.Env):
         if self._frame is None:
             return None
         if self.render_mode == "human":
-            import matplotlib.pyplot as plt
-
-            if self._figure is None:
-                self._figure = plt.figure(f"PhysicsWorld: {self.scene_name} ({self.engine_name})")
-                self._image = plt.imshow(self._frame, interpolation="nearest")
-                plt.axis("off")
-            self._image.set_data(self._frame)
-            plt.pause(1.0 / self.metadata["render_fps"])
+            self._window.show(self._frame, self.metadata["render_fps"])
             return None
         return self._frame.copy()
 
     def close(self) -> None:
-        if self._figure is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(self._figure)
-            self._figure = None
+        self._window.close()
         self.engine.close()
