@@ -101,7 +101,7 @@ def test_the_bundled_weights_are_the_reference_experiment():
     if path is None:
         pytest.skip("this checkout ships no reference model (worldsim/assets/reference.safetensors)")
     world = load_world(path)  # strict: every tensor present, every shape as the config says
-    recorded = world.config
+    recorded = load_checkpoint(path, kind="dit")["train"]  # the resolved training config, kept by the export
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         experiment = OmegaConf.to_container(compose(config_name="train", overrides=["experiment=reference"]), resolve=True)
     for key in ("model", "ae", "text", "flow"):

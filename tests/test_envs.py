@@ -84,7 +84,10 @@ def test_bad_actions_raise_naming_the_space(tiny_world):
         physics.step(np.array([0.0, np.nan], np.float32))
 
 
-def test_learned_world_without_a_checkpoint_says_what_to_pass():
+def test_learned_world_without_a_checkpoint_says_what_to_pass(monkeypatch):
+    import worldsim_envs.learned_world as lw
+
+    monkeypatch.setattr(lw, "default_checkpoint", lambda: None)  # an install without the bundled model
     with pytest.raises(ValueError, match="checkpoint=PATH"):
         gymnasium.make("worldsim:LearnedWorld-v0")
 

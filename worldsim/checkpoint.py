@@ -105,7 +105,10 @@ def _load_safetensors(p: Path, map_location: str) -> dict[str, Any]:
         raise CheckpointError(f"{p}: not a readable safetensors file ({type(e).__name__}: {e}); it may be truncated") from e
     if not isinstance(meta, dict) or "config" not in meta:
         raise CheckpointError(f"{p}: a safetensors file without worldsim metadata; export one with python -m worldsim.export")
-    ckpt: dict[str, Any] = {"kind": meta.get("kind"), "step": meta.get("step", 0), "config": meta["config"], "ema": {}}
+    ckpt: dict[str, Any] = {
+        "kind": meta.get("kind"), "step": meta.get("step", 0), "config": meta["config"], "ema": {},
+        "train": meta.get("train"), "compute": meta.get("compute"),
+    }
     for part in ("model", "autoencoder"):
         prefix = part + "."
         ckpt[part] = {k[len(prefix) :]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith(prefix)}
@@ -130,7 +133,10 @@ def export_safetensors(run: str | os.PathLike[str], out: str | os.PathLike[str],
                     raise ValueError(f"{part}.{k} holds values beyond float16's range; export with dtype=bfloat16 or float32")
                 v = v.to(dtype)
             tensors[f"{part}.{k}"] = v.contiguous()
-    meta = {"worldsim": json.dumps({"kind": "dit", "step": int(ckpt["step"]), "config": ckpt["config"], "source": str(ckpt["path"])})}
+    meta = {"worldsim": json.dumps({
+        "kind": "dit", "step": int(ckpt["step"]), "config": ckpt["config"], "source": str(ckpt["path"]),
+        "train": ckpt.get("train"), "compute": ckpt.get("compute"),  # provenance: the resolved training config, FLOPs and wall time
+    })}
     out = Path(out)
     with atomic_path(out, keep_suffix=True) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
