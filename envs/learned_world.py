@@ -35,7 +35,7 @@ class _Worlds:
     """N learned worlds stepped together, each started from its physics twin."""
 
     def __init__(self, n: int, *, checkpoint: str | None, scene: str, engine: str, context: int, split: str, scene_overrides: dict[str, Any] | None,
-                 sampler_steps: int, text_scale: float, action_scale: float, window: int, device: str, precision: str):
+                 sampler_steps: int, text_scale: float, action_scale: float, window: int | None, device: str, precision: str):
         from worldsim.simulator import LearnedSimulator
 
         checkpoint = checkpoint or default_checkpoint()
@@ -130,7 +130,7 @@ class LearnedWorldEnv(gym.Env):
 
     ``gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=PATH, scene="bouncing_balls",
     engine="pybullet", context=4, split="test", sampler_steps=4, text_scale=1.0,
-    action_scale=1.0, window=8, device="auto", precision="auto", render_mode=None)``.
+    action_scale=1.0, window=None, device="auto", precision="auto", render_mode=None)``.
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
     model runs without them, with one warning).
@@ -149,7 +149,7 @@ class LearnedWorldEnv(gym.Env):
         sampler_steps: int = 4,
         text_scale: float = 1.0,
         action_scale: float = 1.0,
-        window: int = 8,
+        window: int | None = None,
         device: str = "auto",
         precision: str = "auto",
         render_mode: str | None = None,
@@ -229,7 +229,7 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
             sampler_steps=kwargs.pop("sampler_steps", 4),
             text_scale=kwargs.pop("text_scale", 1.0),
             action_scale=kwargs.pop("action_scale", 1.0),
-            window=kwargs.pop("window", 8),
+            window=kwargs.pop("window", None),
             device=kwargs.pop("device", "auto"),
             precision=kwargs.pop("precision", "auto"),
         )

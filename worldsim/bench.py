@@ -1,4 +1,7 @@
-"""Benchmarks: ``python -m worldsim.bench generate | agreement | autoencoder | train | step``.
+"""Benchmarks: ``python -m worldsim.bench generate | agreement | autoencoder | train | step | fidelity``.
+
+Options are flags (``--checkpoint RUN``) or, as in the other entry points,
+``key=value`` (``checkpoint=RUN data=DIR``).
 
 Each prints one JSON line: the figures and the references they are measured against,
 in the same run on the same machine.
@@ -11,6 +14,10 @@ once, rendered as many times), their ratio, and the speed-up of ``workers=2`` ov
 
 ``agreement``: PyBullet against MuJoCo on the same specs and actions, per scene (see
 :func:`bench_agreement`).
+
+``fidelity``: does a trained world keep its objects (teacher-forced one step against
+copy-last, autoregressive error and objects lost, count violations, break agreement,
+steps/s) on a data folder's test episodes: :mod:`worldsim.evaluate.fidelity`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -404,6 +412,28 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_fidelity(args: argparse.Namespace) -> dict[str, Any]:
+    from worldsim.evaluate.fidelity import FidelityConfig, run_fidelity
+
+    return run_fidelity(FidelityConfig(
+        checkpoint=args.checkpoint, data=args.data, scenes=args.scenes, engine=None if args.engine == "any" else args.engine, episodes=args.episodes,
+        context=args.context, horizon=args.horizon, sampler_steps=args.steps, method=args.method, context_noise=args.context_noise,
+        seed=args.seed, speed_steps=args.speed_steps, device=args.device, precision=args.precision,
+    ))
+
+
+def flags(argv: list[str]) -> list[str]:
+    """``key=value`` arguments as ``--key value`` (``sampler_steps=4`` -> ``--sampler-steps 4``)."""
+    out = []
+    for a in argv:
+        if not a.startswith("-") and "=" in a:
+            k, v = a.split("=", 1)
+            out += [f"--{k.replace('_', '-')}", *v.split(",")]
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worldsim.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -436,8 +466,25 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--single-steps", type=int, default=30)
     st.add_argument("--batched-steps", type=int, default=5)
     st.add_argument("--long-steps", type=int, default=1000)
-    args = parser.parse_args(argv)
-    if args.what == "step":
+    fi = sub.add_parser("fidelity", help="does a trained world keep its objects: one step, rollouts, count violations, speed")
+    fi.add_argument("--checkpoint", required=True, help="a DiT run directory, checkpoint or export")
+    fi.add_argument("--data", required=True, help="a generated folder with a test split")
+    fi.add_argument("--scenes", nargs="+", default=None, help="default: every scene of the data")
+    fi.add_argument("--engine", default="pybullet", help="pybullet | mujoco | any")
+    fi.add_argument("--episodes", type=int, default=16, help="per scene")
+    fi.add_argument("--context", type=int, default=4)
+    fi.add_argument("--horizon", type=int, default=16)
+    fi.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
+    fi.add_argument("--method", default="euler", choices=["euler", "heun"])
+    fi.add_argument("--context-noise", type=float, default=None, help="noise level of cached frames (default: the sampler's)")
+    fi.add_argument("--seed", type=int, default=0)
+    fi.add_argument("--speed-steps", type=int, default=20, help="single-world steps timed (0: skip)")
+    fi.add_argument("--device", default="auto")
+    fi.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    args = parser.parse_args(flags(sys.argv[1:] if argv is None else argv))
+    if args.what == "fidelity":
+        result = bench_fidelity(args)
+    elif args.what == "step":
         result = bench_step(args)
     elif args.what == "train":
         result = bench_train(args)

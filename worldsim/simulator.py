@@ -8,7 +8,9 @@ Euler) under block-causal attention: the keys and values of past frames sit in a
 same after 10 frames as after 1,000 (the cache keeps a sliding window of the last
 ``window`` frames). The finished frame then enters the cache once, at a fixed small
 noise level (``context_noise``, against drift: the model was trained with noisy
-context), and the autoencoder decodes it with its streaming cache.
+context), and the autoencoder decodes it with its streaming cache. With an anchored
+model (``model.anchor``), the new frame is denoised as its difference from the
+previous frame (as it was trained: :func:`worldsim.diffusion.flow.simulator_inputs`).
 
 Randomness: every draw comes from one ``torch.Generator`` per world, so a seed fixes
 a rollout, and a batch of worlds gives what each would give alone.
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from worldsim.diffusion.flow import add_noise
+from worldsim.frames import to_model, to_uint8
 from worldsim.diffusion.sampling import SamplerConfig, combine_guidance, time_grid, uses_guidance
 from worldsim.models.dit import KVCache, TextState
 from worldsim.models.world import load_world
@@ -34,7 +37,8 @@ class LearnedSimulator:
     Args:
       checkpoint: a DiT run directory or checkpoint file.
       sampler: steps, method and guidance scales (default: 4 Euler steps, no guidance).
-      window: latent frames the KV cache keeps.
+      window: latent frames the KV cache keeps (default: the history the model was
+        trained with, clip_frames - 1, for models trained on the simulator's task; else 8).
       context_noise: noise level of frames in the cache (default: the sampler's).
       use_cache: False recomputes the whole window at every denoising step instead
         of caching keys and values (the same result, slower: for comparison).
@@ -47,7 +51,7 @@ class LearnedSimulator:
         device: str = "auto",
         precision: str = "auto",
         sampler: SamplerConfig | None = None,
-        window: int = 8,
+        window: int | None = None,
         context_noise: float | None = None,
         use_cache: bool = True,
     ):
@@ -58,13 +62,18 @@ class LearnedSimulator:
         self.ae = loaded.autoencoder.to(self.device)
         self.config = loaded.config
         self.checkpoint = loaded.path
+        self.trained_step = loaded.step
+        self.trained_compute = loaded.compute
         if self.ae.temporal_factor != 1:
             raise ValueError(
                 f"{loaded.path}: the simulator steps one frame at a time; its autoencoder has temporal factor "
                 f"{self.ae.temporal_factor} (train one with ae.temporal_factor=1)"
             )
         self.sampler = sampler or SamplerConfig()
-        self.window = window
+        flow = self.config.get("flow") or {}
+        trained_history = int(self.config["data"].get("clip_frames", 9)) - 1 if float(flow.get("simulator_share", 0.0)) > 0 else 8
+        self.window = window or trained_history
+        self.anchored = bool(self.config["dit"].get("anchor", False))
         self.use_cache = use_cache
         self.context_noise = self.sampler.context_noise if context_noise is None else context_noise
         self.height, self.width = self.config["data"]["resolution"]
@@ -121,13 +130,14 @@ class LearnedSimulator:
             "text": self._text(prompts, branches),
             "cache": KVCache(len(self.model.dit.blocks), window=self.window),
             "history": [],  # without the cache: (noisy latent, action) of the frames in the window
+            "anchor": None,  # the last frame as the cache holds it (B, 1, C, h, w): what an anchored step starts from
             "decoder": {},
             "frame": 0,
             "unknown": [self.tokenizer.unknown(p) for p in prompts],
         }
         if k == 0:  # the first frame, from the prompt alone
             return self.step(np.zeros((b, self.action_dim), np.float32))
-        video = torch.from_numpy(frames).to(self.device).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)  # (B, K, 3, H, W)
+        video = to_model(frames, self.device)  # (B, K, 3, H, W)
         acts = np.zeros((b, k, self.action_dim), np.float32) if context_actions is None else np.asarray(context_actions, np.float32)
         with autocast(self.device, self.precision):
             latents = self.ae.encode(video).float()  # (B, K, C, h, w)
@@ -152,17 +162,20 @@ class LearnedSimulator:
         c, f = self.ae.latent_channels, self.ae.spatial_factor
         shape = (c, self.height // f, self.width // f)
         x = self._noise(shape)  # (B, 1, C, h, w)
+        anchor = st["anchor"] if self.anchored else None  # None: the first frame, from the prompt alone
         grid = time_grid(self.sampler.steps, self.sampler.shift, self.device)
         with autocast(self.device, self.precision):
             for i in range(self.sampler.steps):
                 t_now, t_next = grid[i], grid[i + 1]
-                v = self._velocity(x, t_now, act)
+                v = self._velocity(x, t_now, act, anchor)
                 if self.sampler.method == "heun" and t_next > 0:
-                    v = (v + self._velocity(x + (t_next - t_now) * v, t_next, act)) / 2
+                    v = (v + self._velocity(x + (t_next - t_now) * v, t_next, act, anchor)) / 2
                 x = x + (t_next - t_now) * v
+            if anchor is not None:
+                x = anchor + x  # the step denoised the difference from the previous frame
             self._commit(x, act)
             frame = self.ae.decode_stream(x, st["decoder"])[:, 0]  # (B, 3, H, W)
-        out = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = to_uint8(frame)  # (B, H, W, 3)
         st["last"] = out
         return out
 
@@ -202,22 +215,30 @@ class LearnedSimulator:
     def _rep(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x] * self._require_state()["branches"])
 
-    def _velocity(self, x: torch.Tensor, t: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """Guided velocity of the new frame (B, 1, C, h, w) at level t, over the cache."""
+    def _velocity(self, x: torch.Tensor, t: torch.Tensor, act: torch.Tensor, anchor: torch.Tensor | None) -> torch.Tensor:
+        """Guided velocity of the new frame (B, 1, C, h, w) at level t, over the cache
+        (of its difference from ``anchor`` (B, 1, C, h, w), if given)."""
         st = self._require_state()
         b = st["batch"]
         tt = torch.full((b * st["branches"], 1), float(t), device=self.device)
         if self.use_cache:
             v = self.model.dit(
-                self._rep(x), tt, self._rep(act), st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=st["frame"]
+                self._rep(x), tt, self._rep(act), st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=st["frame"],
+                anchor=None if anchor is None else self._rep(anchor),
             ).float()
         else:  # recompute the window's frames every time
             past = st["history"]
             xs = torch.cat([p[0] for p in past] + [x], dim=1)
             acts = torch.cat([p[1] for p in past] + [act], dim=1)
             ts = torch.cat([torch.full((b, len(past)), self.context_noise, device=self.device), torch.full((b, 1), float(t), device=self.device)], 1)
+            anchors = anchored = None
+            if anchor is not None:  # only the new frame is anchored
+                anchors = self._rep(torch.cat([torch.zeros_like(xs[:, :-1]), anchor], dim=1))
+                anchored = torch.zeros(anchors.shape[:2], dtype=torch.bool, device=self.device)
+                anchored[:, -1] = True
             v = self.model.dit(
-                self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=st["frame"] - len(past)
+                self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=st["frame"] - len(past),
+                anchor=anchors, anchored=anchored,
             ).float()[:, -1:]
         if st["branches"] == 1:
             return v
@@ -237,4 +258,5 @@ class LearnedSimulator:
             )
         else:
             st["history"] = (st["history"] + [(noisy[:, i : i + 1], actions[:, i : i + 1]) for i in range(k)])[-self.window :]
+        st["anchor"] = noisy[:, -1:]
         st["frame"] += k

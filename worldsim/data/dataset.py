@@ -53,6 +53,11 @@ def select_episodes(
     return keep
 
 
+def object_mask(segmentation: np.ndarray, num_objects: int) -> np.ndarray:
+    """Pixels of objects (ids 1 .. num_objects), not of the background or fixtures."""
+    return (segmentation >= 1) & (segmentation <= num_objects)
+
+
 def parse_item(i: int | tuple[int, ...], n: int, clip_frames: int) -> tuple[int, int | None, int]:
     """``i`` or ``(i, seed[, frames])`` -> (episode index, window seed or None, frames)."""
     seed, length = None, clip_frames
@@ -86,6 +91,7 @@ class ClipDataset(Dataset):
     Each item is a dict:
       ``frames``       (T, 3, H, W) float32 in [-1, 1]
       ``segmentation`` (T, H, W) int64 instance ids
+      ``objects``      (T, H, W) bool, the pixels of objects (not of fixtures such as screens)
       ``actions``      (T, A) float32
       ``caption``, ``caption_detailed``, ``episode`` (id) strings; ``start`` int.
 
@@ -154,9 +160,11 @@ class ClipDataset(Dataset):
         sl = slice(start, start + length)
         frames = torch.from_numpy(np.ascontiguousarray(ep["frames"][sl]))  # (T, H, W, 3) uint8
         frames = frames.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (T, 3, H, W) in [-1, 1]
+        seg = ep["segmentation"][sl]
         return {
             "frames": frames,
-            "segmentation": torch.from_numpy(ep["segmentation"][sl].astype(np.int64)),
+            "segmentation": torch.from_numpy(seg.astype(np.int64)),
+            "objects": torch.from_numpy(object_mask(seg, int(row["num_objects"]))),
             "actions": torch.from_numpy(ep["actions"][sl].copy()),
             "caption": row["caption"],
             "caption_detailed": row["caption_detailed"],

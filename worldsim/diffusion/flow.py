@@ -11,6 +11,14 @@ backward extension (last frames), connecting clips (both ends) and the simulator
 (block-causal, first frames). Captions and actions are dropped at random, separately,
 for classifier-free guidance.
 
+**The simulator's own task** (:func:`simulator_inputs`, a share ``simulator_share`` of
+the steps): every frame of a clip is predicted from the frames before it, seen as the
+simulator's KV cache holds them (clean, at a small context noise level), in one
+teacher-forced pass; with an anchored DiT, as its difference from the frame before.
+Its history can be the model's own predictions (``unroll``), against the gap between
+teacher forcing and rolling out. The loss can weigh the pixels of objects more
+(``object_weight``; the segmentation is in every episode).
+
 Every random draw comes from the ``torch.Generator`` passed in.
 """
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 MASK_KINDS = ("none", "first", "last", "ends", "random")
 
@@ -37,6 +46,12 @@ class FlowConfig:
     # How often a caption loses its events sentence: the simulator's prompt describes
     # the scene before anything has happened, so the model must work from both.
     events_drop: float = 0.5
+    # The simulator's own task (simulator_inputs). Defaults reproduce models trained
+    # before it existed; conf/stage/dit.yaml holds the recipe of docs/RECIPE.md.
+    simulator_share: float = 0.0  # steps spent on it (the rest: the Sora modes above)
+    object_weight: float = 1.0  # loss weight of latent pixels an object covers (in the frame or the one before)
+    unroll: int = 0  # passes in which the history becomes the model's own one-step predictions (no gradient)
+    unroll_fraction: float = 0.5  # clips of a simulator step whose history is the model's own (with unroll > 0)
 
     def __post_init__(self) -> None:
         bad = [k for k in self.mask_probs if k not in MASK_KINDS]
@@ -44,6 +59,13 @@ class FlowConfig:
             raise ValueError(f"flow.mask_probs: unknown kinds {bad}; valid: {MASK_KINDS}")
         if abs(sum(self.mask_probs.values()) - 1.0) > 1e-6:
             raise ValueError(f"flow.mask_probs must sum to 1, got {self.mask_probs}")
+        for key in ("simulator_share", "unroll_fraction", "causal_probability", "text_drop", "action_drop", "events_drop", "context_noise"):
+            if not 0.0 <= float(getattr(self, key)) <= 1.0:
+                raise ValueError(f"flow.{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.object_weight < 1.0:
+            raise ValueError(f"flow.object_weight must be >= 1 (1: no weighting), got {self.object_weight}")
+        if self.unroll < 0:
+            raise ValueError(f"flow.unroll must be >= 0, got {self.unroll}")
 
 
 def noise_levels(batch: int, frames: int, cfg: FlowConfig, gen: torch.Generator) -> torch.Tensor:
@@ -113,8 +135,86 @@ def training_inputs(
     }
 
 
-def flow_loss(v_pred: torch.Tensor, target: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """Mean squared velocity error over the frames that are not context."""
-    err = (v_pred.float() - target.float()).square().mean(dim=(2, 3, 4))  # (B, T)
-    w = (~context).float()
-    return (err * w).sum() / w.sum().clamp_min(1.0)
+def simulator_inputs(
+    x0: torch.Tensor,
+    cfg: FlowConfig,
+    gen: torch.Generator,
+    *,
+    anchor: bool,
+    history: torch.Tensor | None = None,
+    level: float | None = None,
+) -> dict[str, torch.Tensor | bool]:
+    """One teacher-forced step of the simulator's task for clean clips x0 (B, T, C, H, W).
+
+    The sequence holds the history, frames 0 .. T-2 at a context noise level drawn per
+    frame in [0, ``context_noise``] (what the simulator's KV cache holds), then the
+    targets, frames 1 .. T-1 at logit-normal levels (or ``level``). ``frame_mask``
+    lets history frame i see history frames up to i, and target frame k the history
+    before it and itself: the attention of a KV-cached step, for every k at once.
+    With ``anchor``, target k is the difference from history frame k - 1 (noisy, as
+    the simulator's previous frame is), so the model learns to correct it.
+
+    Args:
+      history: (B, T-1, C, H, W) frames to use as history instead of ``x0[:, :-1]``
+        (the model's own predictions, for unrolled training).
+    Returns the DiT's inputs (``x_t``, ``t``, ``anchor``, ``anchored``,
+    ``frame_index``, ``frame_mask``, ``causal``, the dropouts), the velocity
+    ``target``, ``context`` (the history: out of the loss) and ``base`` (what a
+    predicted difference is added to).
+    """
+    b, frames = x0.shape[:2]
+    if frames < 2:
+        raise ValueError(f"the simulator's task needs clips of at least 2 frames, got {frames}")
+    n = frames - 1
+    past = x0[:, :-1] if history is None else history
+    tau = (torch.rand(b, n, generator=gen) * cfg.context_noise).to(x0.device)
+    hist = add_noise(past, tau, torch.randn(past.shape, generator=gen).to(past))
+    base = hist if anchor else torch.zeros_like(hist)
+    y0 = x0[:, 1:] - base  # (B, n, C, H, W) what the targets denoise to
+    t = (noise_levels(b, n, cfg, gen) if level is None else torch.full((b, n), float(level))).to(x0.device)
+    eps = torch.randn(y0.shape, generator=gen).to(y0)
+    time = torch.arange(frames, device=x0.device)
+    frame_index = torch.cat([time[:-1], time[1:]])  # (2n,) time of each frame of the sequence
+    is_target = torch.arange(2 * n, device=x0.device) >= n
+    # history i sees history j <= i; target k sees history j < k, and itself
+    frame_mask = (frame_index[None, :] <= frame_index[:, None]) & ~is_target[None, :]
+    frame_mask = frame_mask & ~(is_target[:, None] & (frame_index[None, :] == frame_index[:, None]))
+    frame_mask = frame_mask | torch.eye(2 * n, dtype=torch.bool, device=x0.device)
+    return {
+        "x_t": torch.cat([hist, add_noise(y0, t, eps)], 1),
+        "t": torch.cat([tau, t], 1),
+        "target": torch.cat([torch.zeros_like(hist), eps - y0], 1),
+        "context": (~is_target)[None].expand(b, -1),
+        "anchor": torch.cat([torch.zeros_like(hist), hist], 1) if anchor else None,
+        "anchored": is_target[None].expand(b, -1) if anchor else None,
+        "base": base,
+        "frame_index": frame_index,
+        "frame_mask": frame_mask,
+        "causal": True,
+        "text_drop": (torch.rand(b, generator=gen) < cfg.text_drop).to(x0.device),
+        "action_drop": (torch.rand(b, generator=gen) < cfg.action_drop).to(x0.device),
+    }
+
+
+def object_weights(objects: torch.Tensor, latent_hw: tuple[int, int], weight: float) -> torch.Tensor:
+    """Per latent pixel loss weights (B, T, 1, h, w) from object masks (B, T, H, W):
+    ``weight`` where an object is in the frame or was in the frame before (a moving
+    object changes both places), else 1."""
+    m = objects.float()
+    m = torch.maximum(m, torch.cat([m[:, :1], m[:, :-1]], 1))  # or in the previous frame
+    b, frames = m.shape[:2]
+    m = F.adaptive_max_pool2d(m.reshape(b * frames, 1, *m.shape[-2:]), latent_hw).reshape(b, frames, 1, *latent_hw)
+    return 1.0 + (weight - 1.0) * m
+
+
+def flow_loss(v_pred: torch.Tensor, target: torch.Tensor, context: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared velocity error over the frames that are not context; with
+    ``weight`` (B, T, 1, H, W), a weighted mean within each frame."""
+    sq = (v_pred.float() - target.float()).square()  # (B, T, C, H, W)
+    if weight is None:
+        err = sq.mean(dim=(2, 3, 4))  # (B, T)
+    else:
+        w = weight.float().expand_as(sq)
+        err = (sq * w).mean(dim=(2, 3, 4)) / w.mean(dim=(2, 3, 4))  # (B, T)
+    keep = (~context).float()
+    return (err * keep).sum() / keep.sum().clamp_min(1.0)

@@ -12,6 +12,16 @@ Attention is block-causal (a frame sees itself and earlier frames) or bidirectio
 chosen per batch; the model is told which. In block-causal mode the keys and values
 of past frames never depend on later ones, so the learned simulator keeps them in a
 :class:`KVCache` and computes only the new frame's tokens at each denoising step.
+Training the simulator's own task passes an explicit frame-level attention mask and
+time index per frame instead (:func:`worldsim.diffusion.flow.simulator_inputs`: clean
+history frames and noisy next frames in one sequence).
+
+Anchoring (``anchor: true``): a frame may be *anchored* to another (the simulator's
+previous frame). Its input and output are then the difference from the anchor, and
+the anchor itself enters through a second, zero-initialised patch embedding, so the
+network sees both; at initialisation an anchored frame is predicted as a copy of its
+anchor, and objects cannot vanish before anything is learned. Frames that are not
+anchored (the Sora modes, the cached history) are plain latents.
 
 Shapes: B batch, T latent frames, C latent channels, H x W latent size, N = (H/ph)(W/pw)
 tokens per frame, D model width, L text tokens.
@@ -43,6 +53,7 @@ class DiTConfig:
     action_dim: int = 2
     text_dim: int = 128  # width of the text encoder's tokens
     rope_theta: float = 10000.0
+    anchor: bool = False  # frames may be anchored to a previous frame (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -260,6 +271,9 @@ class DiT(nn.Module):
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.final = nn.Linear(d, self.patch_dim)
+        if config.anchor:
+            self.anchor_embed = nn.Linear(self.patch_dim, d)  # the anchor frame's patches, beside the frame's own
+            self.anchor_flag = nn.Parameter(torch.zeros(d))  # "this frame is a difference from its anchor"
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -281,6 +295,9 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_modulation[-1].bias)
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
+        if self.config.anchor:  # the anchor starts unseen: an anchored frame begins as a copy of it
+            nn.init.zeros_(self.anchor_embed.weight)
+            nn.init.zeros_(self.anchor_embed.bias)
 
     # -- pieces ------------------------------------------------------------------------------------
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -343,6 +360,10 @@ class DiT(nn.Module):
         cache: KVCache | None = None,
         frame_offset: int = 0,  # index of x's first latent frame (after the cached ones)
         append: bool = False,  # store x's keys and values in the cache
+        anchor: torch.Tensor | None = None,  # (B, T, C, H, W) the frame each anchored frame is a difference from
+        anchored: torch.Tensor | None = None,  # (B, T) bool: which frames are anchored (default: all, if anchor is given)
+        frame_index: torch.Tensor | None = None,  # (T,) time index of each frame (default: frame_offset + 0, 1, ...)
+        frame_mask: torch.Tensor | None = None,  # (T, T) bool: frame i attends to frame j (default: from causal)
     ) -> torch.Tensor:
         b, frames, c, h, w = x.shape
         dev = x.device
@@ -352,6 +373,10 @@ class DiT(nn.Module):
             raise ValueError(f"t must be (B, T) = {(b, frames)} and actions (B, T, A), got {tuple(t.shape)} and {tuple(actions.shape)}")
         if cache is not None and not causal:
             raise ValueError("a KV cache needs block-causal attention")
+        if anchor is not None and not self.config.anchor:
+            raise ValueError("this DiT was built without anchoring (model.anchor=false); it takes no anchor frames")
+        if (frame_index is not None or frame_mask is not None) and (self.config.patch[0] != 1 or cache is not None):
+            raise ValueError("frame_index and frame_mask need temporal patch 1 and no KV cache")
         action_drop = torch.zeros(b, dtype=torch.bool, device=dev) if action_drop is None else action_drop
         if isinstance(text, TextState):  # prepared once (its own drops applied)
             if text_drop is not None and text_drop.any():
@@ -363,17 +388,27 @@ class DiT(nn.Module):
         p = self.patchify(x)  # (B, T', N, P)
         tt, n = p.shape[1], p.shape[2]
         z = self.embed(p.to(state.tokens.dtype))  # (B, T', N, D)
+        if self.config.anchor:
+            # Always through the anchor embedding (zeros where nothing is anchored), so that
+            # every parameter takes part in every step, as DistributedDataParallel requires.
+            flag = torch.zeros(b, frames, dtype=torch.bool, device=dev) if anchor is None else (
+                torch.ones(b, frames, dtype=torch.bool, device=dev) if anchored is None else anchored.to(dev))
+            a = torch.zeros_like(x) if anchor is None else torch.where(flag[:, :, None, None, None], anchor, torch.zeros_like(anchor))
+            z = z + self.anchor_embed(self.patchify(a).to(z.dtype))  # (B, T', N, D)
+            cond = cond + flag[:, :, None].to(cond.dtype) * self.anchor_flag.to(cond.dtype)  # (B, T', D)
 
         pt, ph, pw = self.config.patch
         first = frame_offset // pt
-        fr = torch.arange(first, first + tt, device=dev)  # latent frame (patch) index of each frame
+        fr = torch.arange(first, first + tt, device=dev) if frame_index is None else frame_index.to(dev)  # time index of each frame
         rows = torch.arange(h // ph, device=dev)
         cols = torch.arange(w // pw, device=dev)
         pos = torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)  # (T'N, 3)
         rope = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
         q_frames = pos[:, 0]
         mask = None
-        if causal:
+        if frame_mask is not None:  # an explicit frame-level pattern, expanded to tokens
+            mask = frame_mask.to(dev).repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T'N, T'N)
+        elif causal:
             k_frames = q_frames if cache is None or cache.frames is None else torch.cat([cache.frames, q_frames])
             if tt > 1:  # several new frames: each sees the cache, itself and earlier new frames
                 mask = q_frames[:, None] >= k_frames[None, :]  # (T'N, L)
@@ -386,9 +421,3 @@ class DiT(nn.Module):
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
         return self.unpatchify(out, h, w).to(x.dtype)  # (B, T, C, H, W)
 
-
-MODELS = {
-    "dit_xs": DiTConfig(dim=64, depth=2, heads=2),
-    "dit_s": DiTConfig(dim=256, depth=8, heads=4),
-    "dit_b": DiTConfig(dim=512, depth=12, heads=8),
-}

@@ -41,12 +41,15 @@ class WorldModel(nn.Module):
         cache: KVCache | None = None,
         frame_offset: int = 0,
         append: bool = False,
+        **frames: torch.Tensor | None,
     ) -> torch.Tensor:
-        """The DiT's velocity; ``text`` is either captions or :meth:`encode_text`'s output."""
+        """The DiT's velocity; ``text`` is either captions or :meth:`encode_text`'s output;
+        ``frames``: the DiT's per-frame arguments (anchor, anchored, frame_index, frame_mask)."""
         if isinstance(text, list):
             text = self.encode_text(text)
         return self.dit(
-            x, t, actions, text, causal=causal, text_drop=text_drop, action_drop=action_drop, cache=cache, frame_offset=frame_offset, append=append
+            x, t, actions, text, causal=causal, text_drop=text_drop, action_drop=action_drop, cache=cache, frame_offset=frame_offset, append=append,
+            **frames,
         )
 
 
@@ -59,6 +62,7 @@ class LoadedWorld:
     config: dict[str, Any]  # the checkpoint's config (dit, text, flow, ae, data facts)
     path: str
     step: int
+    compute: dict[str, float]  # training FLOPs and wall seconds recorded up to this step ({} if unknown)
 
 
 def load_world(path: str, *, map_location: str = "cpu", ema: bool = True, expect: dict[str, Any] | None = None) -> LoadedWorld:
@@ -74,7 +78,7 @@ def load_world(path: str, *, map_location: str = "cpu", ema: bool = True, expect
     model.load_state_dict(ckpt["ema"] if ema and ckpt.get("ema") else ckpt["model"])
     ae = Autoencoder(AutoencoderConfig(**cfg["ae"]))
     ae.load_state_dict(ckpt["autoencoder"])
-    return LoadedWorld(model.eval(), ae.eval(), cfg, ckpt["path"], int(ckpt["step"]))
+    return LoadedWorld(model.eval(), ae.eval(), cfg, ckpt["path"], int(ckpt["step"]), dict(ckpt.get("compute") or {}))
 
 
 def save_world(

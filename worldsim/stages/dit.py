@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from worldsim.checkpoint import require_same
-from worldsim.diffusion.flow import FlowConfig, flow_loss, training_inputs
+from worldsim.diffusion.flow import FlowConfig, flow_loss, object_weights, simulator_inputs, training_inputs
 from worldsim.diffusion.sampling import SamplerConfig, sample
 from worldsim.models.autoencoder import load_autoencoder
 from worldsim.models.dit import DiTConfig
@@ -49,6 +49,8 @@ class DiTStage:
         model["text_dim"] = self.text_config.dim
         self.dit_config = DiTConfig(**model)
         self.flow = FlowConfig(**opts.get("flow", {}))
+        if self.flow.simulator_share > 0 and self.dit_config.patch[0] != 1:
+            raise ValueError(f"flow.simulator_share > 0 trains frame by frame: it needs model.patch[0] = 1, got {self.dit_config.patch}")
         tf = self.ae.temporal_factor
         if (cfg.clip_frames - 1) % tf:
             raise ValueError(f"clip_frames must be 1 + {tf}n for an autoencoder of temporal factor {tf}, got {cfg.clip_frames}")
@@ -122,16 +124,57 @@ class DiTStage:
         drop = torch.rand(len(captions), generator=gen) < self.flow.events_drop
         return [static_caption(c) if d else c for c, d in zip(captions, drop.tolist())]
 
-    def loss(self, module: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def step_kind(self, gen: torch.Generator) -> str:
+        """What a training step trains: ``simulator`` (the simulator's own task) or
+        ``sequence`` (the Sora modes); drawn first, from the step's generator."""
+        share = self.flow.simulator_share
+        if share <= 0.0 or share >= 1.0:  # no draw: runs without the simulator's task keep their random stream
+            return "simulator" if share >= 1.0 else "sequence"
+        return "simulator" if bool(torch.rand(1, generator=gen) < share) else "sequence"
+
+    def loss(self, module: nn.Module, batch: dict[str, Any], gen: torch.Generator, kind: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        kind = kind or self.step_kind(gen)
         x0 = batch["latents"] if "latents" in batch else self.latents(batch["frames"])  # (B, T', C, h, w)
-        inp = training_inputs(x0, self.flow, gen)
+        acts = self.latent_actions(batch["actions"])  # (B, T', A)
+        weight = None
+        if self.flow.object_weight > 1.0:
+            weight = object_weights(batch["objects"], tuple(x0.shape[-2:]), self.flow.object_weight)  # (B, T', 1, h, w)
         captions = self.captions(list(batch["caption_detailed"]), gen)
-        v = module(
-            inp["x_t"], inp["t"], self.latent_actions(batch["actions"]), captions, causal=inp["causal"],
-            text_drop=inp["text_drop"], action_drop=inp["action_drop"],
-        )
-        loss = flow_loss(v, inp["target"], inp["context"])
-        return loss, {"causal": float(inp["causal"])}
+        if kind == "simulator":
+            history = self.own_history(module, x0, acts, captions, gen) if self.flow.unroll else None
+            inp = simulator_inputs(x0, self.flow, gen, anchor=self.dit_config.anchor, history=history)
+            idx = inp["frame_index"]  # (2(T'-1),) the clip frame of each frame of the sequence
+            v = module(
+                inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, text_drop=inp["text_drop"], action_drop=inp["action_drop"],
+                anchor=inp["anchor"], anchored=inp["anchored"], frame_index=idx, frame_mask=inp["frame_mask"],
+            )
+            loss = flow_loss(v, inp["target"], inp["context"], None if weight is None else weight[:, idx])
+            return loss, {"simulator": 1.0, "causal": 1.0}
+        inp = training_inputs(x0, self.flow, gen)
+        v = module(inp["x_t"], inp["t"], acts, captions, causal=inp["causal"], text_drop=inp["text_drop"], action_drop=inp["action_drop"])
+        loss = flow_loss(v, inp["target"], inp["context"], weight)
+        return loss, {"simulator": 0.0, "causal": float(inp["causal"])}
+
+    @torch.no_grad()
+    def own_history(self, module: nn.Module, x0: torch.Tensor, acts: torch.Tensor, captions: list[str], gen: torch.Generator) -> torch.Tensor:
+        """History frames (B, T'-1, C, h, w) for the simulator's task in which frames 1 ..
+        T'-2 are the model's own one-step predictions (one Euler step from noise),
+        ``flow.unroll`` times over (each pass predicts from the last one's history, so
+        errors compound as in a rollout), for a share ``flow.unroll_fraction`` of the
+        clips; the others keep the true frames."""
+        b, n = x0.shape[0], x0.shape[1] - 1
+        own = torch.rand(b, generator=gen) < self.flow.unroll_fraction
+        history = x0[:, :-1]
+        for _ in range(self.flow.unroll):
+            inp = simulator_inputs(x0, self.flow, gen, anchor=self.dit_config.anchor, history=history, level=1.0)
+            idx = inp["frame_index"]
+            v = module(
+                inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, anchor=inp["anchor"], anchored=inp["anchored"],
+                frame_index=idx, frame_mask=inp["frame_mask"],
+            )
+            pred = inp["base"] + inp["x_t"][:, n:] - v[:, n:].float()  # (B, n, C, h, w) frames 1 .. T'-1, one Euler step from t = 1
+            history = torch.cat([x0[:, :1], pred[:, :-1]], 1)
+        return torch.where(own.to(x0.device)[:, None, None, None, None], history, x0[:, :-1])
 
     # -- monitoring ---------------------------------------------------------------------------------------
     @torch.no_grad()
