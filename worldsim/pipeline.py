@@ -35,7 +35,7 @@ from typing import Any
 log = logging.getLogger("worldsim.pipeline")
 
 # Keys that change how a run is carried out, not what it computes.
-NON_SEMANTIC = ("out", "name", "num_workers", "threads", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
+NON_SEMANTIC = ("out", "name", "tag", "num_workers", "threads", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
                 "eval_only", "progress")
 
 
@@ -173,6 +173,7 @@ class AETrain:
 class Evaluation:
     """What ``eval: true`` measures for the DiT stage (see :mod:`worldsim.compare`)."""
 
+    kind: str = "compare"  # compare | fidelity
     scenes: list[str] | None = None  # null: every scene of the data
     engine: str = "pybullet"
     episodes: int = 8
@@ -182,6 +183,10 @@ class Evaluation:
     baselines: list[str] = field(default_factory=lambda: ["copy_last", "constant_velocity", "autoencoder", "physical_variance"])
     sampler_steps: int = 4
     videos: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("compare", "fidelity"):
+            raise ValueError(f"evaluation.kind must be compare or fidelity, got {self.kind!r}")
 
 
 def run_experiment(plain: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
@@ -199,6 +204,7 @@ def run_experiment(plain: dict[str, Any], *, progress: bool = True) -> dict[str,
     ae_train = AETrain(**(plain.pop("ae_train", None) or {}))
     threads = plain.pop("threads", None)
     plain.pop("name", None)
+    plain.pop("tag", None)
     if threads:
         torch.set_num_threads(int(threads))
     digest = config_hash({**plain, "eval": do_eval})
@@ -257,6 +263,8 @@ def evaluate_run(cfg: Any, evaluation: Evaluation, *, progress: bool = True) -> 
     out = Path(cfg.out)
     if cfg.stage == "autoencoder":
         return train(dataclasses.replace(cfg, eval_only=True))
+    if evaluation.kind == "fidelity":
+        return evaluate_fidelity(cfg, evaluation)
     from worldsim.compare import CompareConfig
     from worldsim.compare import run as compare
     from worldsim.data.dataset import select_episodes
@@ -283,6 +291,58 @@ def evaluate_run(cfg: Any, evaluation: Evaluation, *, progress: bool = True) -> 
     result = {"scenes": headline, "mean": mean}
     atomic_write_text(out / "eval" / "summary.json", json.dumps(result, indent=1, default=float))
     return result
+
+
+def fidelity_headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The fidelity probe's figures as one flat row (means over the probed scenes)."""
+    scenes = result["scenes"].values()
+
+    def mean(get: Any) -> float | None:
+        return _mean([get(s) for s in scenes])
+
+    row = {
+        "tf_lost": mean(lambda s: s["one_step"]["objects_lost"]),
+        "tf_err_px": mean(lambda s: s["one_step"]["position_error_px"]),
+        "tf_err_px_copy": mean(lambda s: s["one_step"]["position_error_px_copy_last"]),
+        "tf_latent_mse": mean(lambda s: s["one_step"]["latent_mse"]),
+        "tf_latent_mse_copy": mean(lambda s: s["one_step"]["latent_mse_copy_last"]),
+    }
+    for k in (1, 4, 16):
+        row[f"ar_err_px@{k}"] = mean(lambda s, k=k: s["autoregressive"]["position_error_px"].get(f"at_{k}"))
+        row[f"ar_lost@{k}"] = mean(lambda s, k=k: s["autoregressive"]["objects_lost"].get(f"at_{k}"))
+    row["ar_lost_mean"] = mean(lambda s: s["autoregressive"]["objects_lost_mean"])
+    row["count_violation_rate"] = mean(lambda s: s["autoregressive"]["count_violation_rate"])
+    row["break_agreement"] = mean(lambda s: s["autoregressive"]["break_agreement"])
+    row["steps_per_s"] = result.get("steps_per_s_single")
+    row["gate_one_step"] = result["gates"]["one_step"]
+    row["gate_autoregressive"] = result["gates"]["autoregressive"]
+    return row
+
+
+def evaluate_fidelity(cfg: Any, evaluation: Evaluation) -> dict[str, Any]:
+    """The fidelity probe on the run's data (test split) for its latest checkpoint and
+    every kept one before it (the curve against training FLOPs): ``out/eval/fidelity.json``,
+    ``out/eval/fidelity_curve.json``."""
+    from worldsim.atomic import atomic_write_text
+    from worldsim.checkpoint import latest_checkpoint
+    from worldsim.evaluate.fidelity import FidelityConfig, run_fidelity
+
+    out = Path(cfg.out)
+    data = cfg.data[0] if isinstance(cfg.data, list) else cfg.data
+    latest = latest_checkpoint(out)
+    curve = []
+    for ck in sorted((out / "checkpoints").glob("step_*.pt")):
+        r = run_fidelity(FidelityConfig(
+            checkpoint=str(ck), data=str(data), scenes=evaluation.scenes, engine=evaluation.engine, episodes=evaluation.episodes,
+            context=evaluation.context, horizon=evaluation.horizon, sampler_steps=evaluation.sampler_steps, device=cfg.device,
+            precision=cfg.precision, speed_steps=20 if ck == latest else 0,
+        ))
+        curve.append({"checkpoint": ck.name, "step": r["step"], "flops": r["train_flops"], **fidelity_headline(r)})
+        final = r
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "eval" / "fidelity.json", json.dumps(final, indent=1))
+    atomic_write_text(out / "eval" / "fidelity_curve.json", json.dumps(curve, indent=1))
+    return {"mean": fidelity_headline(final), "scenes": final["scenes"], "curve": curve}
 
 
 def _at(curves: dict[str, Any], metric: str, step: int) -> float | None:

@@ -66,6 +66,9 @@ class TrainConfig:
     data: str | list[str]  # one generated folder, or several
     out: str
     max_steps: int = 1000
+    # A compute budget: the run ends when its counted training FLOPs reach this, and
+    # the cosine decay runs over FLOPs instead of steps (None: max_steps alone).
+    max_flops: float | None = None
     batch_size: int = 8  # clips per step, across all ranks
     clip_frames: int = 8
     resolution: list[int] | None = None  # [H, W] of the episodes to train on (None: the data's only one)
@@ -76,6 +79,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 500  # TensorBoard samples
     checkpoint_every: int = 500
+    checkpoint_every_flops: float | None = None  # also a checkpoint each time the FLOPs pass a multiple of this
     keep_checkpoints: int = 3
     eval_only: bool = False
     eval_episodes: int = 32
@@ -91,6 +95,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_steps < 0 or self.batch_size < 1 or self.clip_frames < 1:
             raise ValueError("max_steps must be >= 0, batch_size and clip_frames >= 1")
+        if self.max_flops is not None and not (math.isfinite(float(self.max_flops)) and float(self.max_flops) > 0):
+            raise ValueError(f"max_flops must be a positive number of FLOPs (e.g. 6e13) or null, got {self.max_flops}")
         if self.optim.decay not in ("none", "cosine"):
             raise ValueError(f"optim.decay must be none or cosine, got {self.optim.decay!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -199,16 +205,47 @@ class StepBatches:
 
 
 # -- the loop ---------------------------------------------------------------------------------------
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+class FlopAccount:
+    """Training FLOPs per step, counted by ``torch.utils.flop_counter`` on the first
+    ``samples`` steps of each kind of step (the step kind and batch shape) and their mean
+    standing for the rest: counting dispatches every operator through Python, which
+    costs a small model a large share of its step, while what varies within a kind
+    (caption lengths) moves the count by under 1% (docs/RECIPE.md)."""
+
+    def __init__(self, samples: int = 3):
+        self.samples = samples
+        self.counts: dict[tuple[Any, ...], list[float]] = {}
+
+    def counter(self, key: tuple[Any, ...]) -> Any:
+        """A FlopCounterMode to run this step under, or None when the kind is known."""
+        if len(self.counts.get(key, [])) >= self.samples:
+            return None
+        from torch.utils.flop_counter import FlopCounterMode
+
+        return FlopCounterMode(display=False)
+
+    def record(self, key: tuple[Any, ...], flops: float) -> None:
+        self.counts.setdefault(key, []).append(flops)
+
+    def of(self, key: tuple[Any, ...]) -> float:
+        c = self.counts[key]
+        return sum(c) / len(c)
+
+
+def learning_rate(cfg: TrainConfig, step: int, flops: float = 0.0) -> float:
     """The learning rate of step ``step`` (0-based): linear warm-up, then constant or
-    cosine decay to ``min_lr_ratio`` of the peak at ``max_steps``."""
+    cosine decay to ``min_lr_ratio`` of the peak at ``max_steps`` (with ``max_flops``:
+    at that budget, ``flops`` being the FLOPs spent before this step)."""
     o = cfg.optim
     warm = max(1, o.warmup_steps)
     if step < warm:
         return o.lr * (step + 1) / warm
     if o.decay == "cosine":
-        span = max(1, cfg.max_steps - warm)
-        progress = min(1.0, (step - warm) / span)
+        if cfg.max_flops:
+            progress = min(1.0, flops / float(cfg.max_flops))
+        else:
+            span = max(1, cfg.max_steps - warm)
+            progress = min(1.0, (step - warm) / span)
         return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     return o.lr
 
@@ -308,24 +345,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     logs: dict[str, float] = {}
     step = start
     compute = dict((state or {}).get("compute") or {"flops": 0.0, "wall_s": 0.0})
-    # Training FLOPs are counted (torch.utils.flop_counter) on every step: they vary with
-    # the batch (caption lengths, causal or bidirectional attention). Under torch.compile
-    # the first step of each batch shape is counted and stands for the others.
-    step_flops: dict[tuple[int, ...], float] = {}
+    flops = FlopAccount()
     tic = time.perf_counter()
     train_module.train()
     for batch in loader:
+        if cfg.max_flops and compute["flops"] >= float(cfg.max_flops):
+            break
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         gen = step_generator(cfg.seed, step, dist.rank)
-        shape = tuple(batch["frames" if "frames" in batch else "latents"].shape)
-        counter = None
-        if shape not in step_flops or not cfg.compile:
-            from torch.utils.flop_counter import FlopCounterMode
-
-            counter = FlopCounterMode(display=False)
+        kind = stage.step_kind(gen) if hasattr(stage, "step_kind") else stage.kind
+        key = (kind, *batch["frames" if "frames" in batch else "latents"].shape)
+        counter = flops.counter(key)
+        if counter is not None:
             counter.__enter__()
         with autocast(device, precision):
-            loss, logs = stage.loss(train_module, batch, gen)
+            loss, logs = (stage.loss(train_module, batch, gen, kind) if hasattr(stage, "step_kind") else stage.loss(train_module, batch, gen))
         if not torch.isfinite(loss):
             last = latest_checkpoint(out)
             raise TrainingError(
@@ -337,11 +371,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         loss.backward()
         if counter is not None:
             counter.__exit__(None, None, None)
-            step_flops[shape] = float(counter.get_total_flops()) * dist.world  # forward + backward, every rank
-        compute["flops"] += step_flops[shape]
+            flops.record(key, float(counter.get_total_flops()) * dist.world)  # forward + backward, every rank
+        before = compute["flops"]
+        compute["flops"] += flops.of(key)
         if cfg.optim.grad_clip > 0:
             logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
-        lr = learning_rate(cfg, step)
+        lr = learning_rate(cfg, step, before)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()
@@ -357,7 +392,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     writer.add_scalar(f"train/{k}", v, step)  # type: ignore[union-attr]
             if step % cfg.sample_every == 0 or step == cfg.max_steps:
                 stage.log_samples(writer, step, unwrap(ema.module if ema is not None else module), batch, device, precision)
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            budget_spent = bool(cfg.max_flops) and compute["flops"] >= float(cfg.max_flops)  # type: ignore[arg-type]
+            every = cfg.checkpoint_every_flops
+            flops_mark = bool(every) and int(compute["flops"] // every) > int(before // every)  # type: ignore[operator]
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or budget_spent or flops_mark:
                 now = time.perf_counter()
                 compute["wall_s"] += now - tic
                 tic = now
