@@ -10,25 +10,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from worldsim.checkpoint import world_checkpoint
 from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.sim.captions import caption_detailed
+from worldsim.simulator import LearnedSimulator
 from worldsim_envs._window import HumanWindow
 from worldsim_envs.physics_world import PhysicsWorldEnv, check_action
-
-
-def default_checkpoint() -> str | None:
-    """The reference weights shipped with worldsim, if any."""
-    try:
-        from worldsim.assets import reference_checkpoint
-    except ImportError:
-        return None
-    return reference_checkpoint()
-
-
-NO_CHECKPOINT = (
-    "LearnedWorld-v0 needs a trained model: gymnasium.make('worldsim:LearnedWorld-v0', checkpoint=PATH) with PATH a "
-    "DiT run directory or checkpoint file (python -m worldsim.train stage=dit ... makes one)"
-)
 
 
 class _Worlds:
@@ -36,11 +23,7 @@ class _Worlds:
 
     def __init__(self, n: int, *, checkpoint: str | None, scene: str, engine: str, context: int, split: str, scene_overrides: dict[str, Any] | None,
                  sampler_steps: int, text_scale: float, action_scale: float, window: int | None, device: str, precision: str):
-        from worldsim.simulator import LearnedSimulator
-
-        checkpoint = checkpoint or default_checkpoint()
-        if checkpoint is None:
-            raise ValueError(NO_CHECKPOINT)
+        checkpoint = world_checkpoint(checkpoint)
         if context < 1:
             raise ValueError(f"context must be at least 1 frame, got {context}")
         sampler = SamplerConfig(steps=sampler_steps, text_scale=text_scale, action_scale=action_scale)

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.sim.captions import caption_detailed
-from worldsim.sim.engine import make_engine
+from worldsim.sim.engines import make_engine
 from worldsim.sim.scenes import scene_config
 from worldsim.sim.scenes.base import parse_resolution
 from worldsim.sim.spec import SceneSpec

@@ -15,7 +15,7 @@ ENGINES = ("pybullet", "mujoco")
 @pytest.fixture(scope="session")
 def engines():
     """One engine of each kind, shared by the whole session (they are reset per use)."""
-    from worldsim.sim.engine import make_engine
+    from worldsim.sim.engines import make_engine
 
     made = {name: make_engine(name) for name in ENGINES}
     yield made
@@ -44,8 +44,8 @@ def ball_spec():
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A generated folder: 6 train + 2 test episodes of 12 frames at 32x32 (PyBullet)."""
-    from worldsim.generate import StreamConfig, generate_stream
-    from worldsim.sim.engine import EngineConfig
+    from worldsim.data.generation import StreamConfig, generate_stream
+    from worldsim.sim.engines import EngineConfig
     from worldsim.sim.scenes import scene_config
 
     root = tmp_path_factory.mktemp("tiny_data")
@@ -65,7 +65,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 def tiny_world(tiny_data, tmp_path_factory):
     """A DiT run trained for 2 steps on tiny_data (pixel space, 32x32): weights that
     are barely trained but real, for testing everything that loads a world model."""
-    from worldsim.train import OptimConfig, TrainConfig, train
+    from worldsim.training.loop import OptimConfig, TrainConfig, train
 
     out = tmp_path_factory.mktemp("tiny_world")
     cfg = TrainConfig(

@@ -85,9 +85,9 @@ def test_bad_actions_raise_naming_the_space(tiny_world):
 
 
 def test_learned_world_without_a_checkpoint_says_what_to_pass(monkeypatch):
-    import worldsim_envs.learned_world as lw
+    import worldsim.checkpoint
 
-    monkeypatch.setattr(lw, "default_checkpoint", lambda: None)  # an install without the bundled model
+    monkeypatch.setattr(worldsim.checkpoint, "reference_checkpoint", lambda: None)  # an install without the bundled model
     with pytest.raises(ValueError, match="checkpoint=PATH"):
         gymnasium.make("worldsim:LearnedWorld-v0")
 

@@ -29,8 +29,9 @@ def test_every_experiment_composes_into_a_run(name):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from worldsim.pipeline import AETrain, DataRecipe, Evaluation
-    from worldsim.train import config_from_plain
+    from worldsim.evaluate.runs import Evaluation
+    from worldsim.training.experiment import AETrain, DataRecipe
+    from worldsim.training.loop import config_from_plain
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"experiment={name}"])
@@ -49,7 +50,7 @@ def test_every_experiment_composes_into_a_run(name):
 
 
 def test_a_data_recipe_names_its_content_and_refuses_nonsense(tmp_path):
-    from worldsim.pipeline import DataRecipe, ensure_data
+    from worldsim.training.experiment import DataRecipe, ensure_data
 
     a = DataRecipe(suite="smoke", data_root=str(tmp_path))
     b = DataRecipe(suite="smoke", data_root=str(tmp_path), workers=2)

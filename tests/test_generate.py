@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from worldsim.data.episode import load_episode
+from worldsim.data.generation import StreamConfig, generate_stream
 from worldsim.data.manifest import REQUIRED_KEYS, read_manifest
-from worldsim.generate import StreamConfig, generate_stream
-from worldsim.sim.engine import EngineConfig
+from worldsim.sim.engines import EngineConfig
 from worldsim.sim.scenes import ConfigError, scene_config
 
 REPO = Path(__file__).resolve().parents[1]

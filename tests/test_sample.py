@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from worldsim.sample import MODES, SampleConfig, SampleError, Sampler, run
+from worldsim.sampler import MODES, SampleConfig, SampleError, Sampler
+from worldsim.sampler import run_sample as run
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +166,10 @@ def test_training_in_buckets_mixes_sizes_and_lengths(tiny_data, tmp_path):
     """Two data folders of different sizes, two buckets: every batch is one bucket's
     size and length, both buckets are drawn, and a DiT trains on them."""
     from worldsim.data.dataset import ClipDataset
-    from worldsim.generate import StreamConfig, generate_stream
-    from worldsim.sim.engine import EngineConfig
+    from worldsim.data.generation import StreamConfig, generate_stream
+    from worldsim.sim.engines import EngineConfig
     from worldsim.sim.scenes import scene_config
-    from worldsim.train import Dist, OptimConfig, StepBatches, TrainConfig, train
+    from worldsim.training.loop import Dist, OptimConfig, StepBatches, TrainConfig, train
 
     wide = tmp_path / "wide"
     generate_stream(StreamConfig(scene=scene_config("bouncing_balls"), engine=EngineConfig("mujoco"), episodes=3, frames=10,

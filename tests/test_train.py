@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from worldsim.checkpoint import CheckpointError, load_checkpoint
-from worldsim.train import OptimConfig, TrainConfig, TrainingError, train
+from worldsim.training.loop import OptimConfig, TrainConfig, TrainingError, train
 
 DIT = {"model": {"dim": 32, "depth": 1, "heads": 2, "patch": [1, 8, 8]}, "text": {"dim": 16, "depth": 1, "heads": 2}, "autoencoder": "identity"}
 
@@ -44,14 +44,14 @@ def test_a_checkpoint_of_another_model_config_is_refused(tiny_data, tmp_path):
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
-    from worldsim.stages.dit import DiTStage
+    from worldsim.training.dit import DiTStage
 
     original = DiTStage.loss
     calls = {"n": 0}
 
-    def poisoned(self, module, batch, gen):
+    def poisoned(self, module, batch, gen, kind):
         calls["n"] += 1
-        loss, logs = original(self, module, batch, gen)
+        loss, logs = original(self, module, batch, gen, kind)
         return (loss * float("nan") if calls["n"] == 3 else loss), logs
 
     monkeypatch.setattr(DiTStage, "loss", poisoned)
@@ -64,7 +64,7 @@ def test_two_process_ddp_trains_and_ranks_agree(tiny_data, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import os, torch
-        from worldsim.train import OptimConfig, TrainConfig, train
+        from worldsim.training.loop import OptimConfig, TrainConfig, train
         cfg = TrainConfig(stage="dit", data={str(tiny_data)!r}, out={str(tmp_path / 'run')!r}, max_steps=2, batch_size=2,
                           clip_frames=4, num_workers=0, checkpoint_every=2, sample_every=1000, optim=OptimConfig(lr=1e-3, warmup_steps=1),
                           stage_options={DIT!r})

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename.
+"""Atomic file writes (a temporary file in the same folder, then a rename) and a
+file lock across processes.
 
 A reader (or a resumed run) sees either the old file or the complete new one,
 never a half-written file, whatever happens to the writer.
@@ -7,6 +8,7 @@ never a half-written file, whatever happens to the writer.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -48,3 +50,16 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created) for a with-block, across processes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+
+from worldsim.config import config_dir
+from worldsim.data.episode import save_episode
+from worldsim.data.generation import StreamConfig, generate_stream, make_episode, process_engine
+from worldsim.diffusion.flow import FlowConfig, flow_loss, training_inputs
+from worldsim.diffusion.sampling import SamplerConfig
+from worldsim.evaluate.fidelity import FidelityConfig, run_fidelity
+from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder
+from worldsim.models.dit import DiTConfig
+from worldsim.models.text import TextConfig
+from worldsim.models.world import WorldModel, save_world
+from worldsim.runtime import cpu_has_native_bf16, resolve_precision
+from worldsim.sim.engines import EngineConfig, make_engine
+from worldsim.sim.scenes import SCENES, episode_seed, scene_config
+from worldsim.sim.simulate import simulate
+from worldsim.simulator import LearnedSimulator
 
 
 def _machine() -> dict[str, Any]:
@@ -42,10 +62,6 @@ def _machine() -> dict[str, Any]:
 
 
 def bench_generate(args: argparse.Namespace) -> dict[str, Any]:
-    from worldsim.data.episode import save_episode
-    from worldsim.generate import StreamConfig, _engine, generate_stream, make_episode
-    from worldsim.sim.engine import EngineConfig
-    from worldsim.sim.scenes import SCENES, episode_seed, scene_config
 
     scenes = args.scenes or list(SCENES)
     out: dict[str, Any] = {"bench": "generate", "resolution": [64, 64], "frames": args.frames, "episodes": args.episodes, "results": {}}
@@ -57,7 +73,7 @@ def bench_generate(args: argparse.Namespace) -> dict[str, Any]:
                     scene=scene_config(scene), engine=EngineConfig(engine), episodes=args.episodes, frames=args.frames, resolution=(64, 64)
                 )
                 make_episode(stream, 10_000)  # warm up: imports, GL context, allocators
-                eng = _engine(stream.engine)
+                eng = process_engine(stream.engine)
                 specs = [
                     stream.scene.sample(
                         np.random.default_rng(episode_seed(stream.seed, scene, stream.split, i)), num_frames=args.frames, resolution=(64, 64)
@@ -123,10 +139,6 @@ def bench_agreement(args: argparse.Namespace) -> dict[str, Any]:
     and how far apart the objects are (px) at frames 8, 16 and the last. This is
     the engine variance that evaluation compares learned rollouts against.
     """
-    from worldsim.sim.engine import make_engine
-    from worldsim.sim.scenes import SCENES, episode_seed, scene_config
-    from worldsim.sim.simulate import simulate
-
     engines = {name: make_engine(name) for name in ("pybullet", "mujoco")}
     out: dict[str, Any] = {"bench": "agreement", "resolution": [64, 64], "frames": args.frames, "episodes": args.episodes, "results": {}}
     for scene in args.scenes or list(SCENES):
@@ -166,12 +178,7 @@ def bench_agreement(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_autoencoder(args: argparse.Namespace) -> dict[str, Any]:
     """Encode and decode throughput of an autoencoder at 64x64, batched, per precision."""
-    import torch
-    from omegaconf import OmegaConf
 
-    from worldsim.config import config_dir
-    from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder
-    from worldsim.train import cpu_has_native_bf16, resolve_precision
 
     if Path(args.ae).exists():
         ae = load_autoencoder(args.ae)
@@ -222,8 +229,6 @@ def bench_autoencoder(args: argparse.Namespace) -> dict[str, Any]:
 def matmul_flops_per_s(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
     """Dense matrix-product throughput of this machine for a dtype (the peak a model
     could reach), measured on an (n x n) @ (n x n) product."""
-    import torch
-
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
@@ -243,16 +248,6 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     FLOP/s by the bf16 matrix-product peak measured in the same run (as asked), and
     ``mfu_vs_precision_used`` by the peak of the precision the step ran in.
     """
-    import torch
-    from omegaconf import OmegaConf
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from worldsim.config import config_dir
-    from worldsim.diffusion.flow import FlowConfig, flow_loss, training_inputs
-    from worldsim.models.dit import DiTConfig
-    from worldsim.models.text import TextConfig
-    from worldsim.models.world import WorldModel
-    from worldsim.train import resolve_precision
 
     conf = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / f"{args.model}.yaml"))
     assert isinstance(conf, dict)
@@ -289,7 +284,6 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     tokens = b * frames * 16
     # Memory per token: the growth of the process's peak resident memory from a
     # step of this batch to a step of twice the batch (activations scale with tokens).
-    import resource
 
     def peak_kib() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -328,19 +322,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     speed-up over recomputing the context, FLOP/s against the machine's peak, and
     memory over a long rollout. Without ``--checkpoint``, an untrained model of the
     named size (speed does not depend on the weights)."""
-    import resource
 
-    import torch
-    from omegaconf import OmegaConf
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from worldsim.config import config_dir
-    from worldsim.diffusion.sampling import SamplerConfig
-    from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig
-    from worldsim.models.dit import DiTConfig
-    from worldsim.models.text import TextConfig
-    from worldsim.models.world import WorldModel, save_world
-    from worldsim.simulator import LearnedSimulator
 
     tmp = Path(tempfile.mkdtemp(prefix="worldsim-bench-"))
     try:
@@ -413,7 +395,6 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_fidelity(args: argparse.Namespace) -> dict[str, Any]:
-    from worldsim.evaluate.fidelity import FidelityConfig, run_fidelity
 
     return run_fidelity(FidelityConfig(
         checkpoint=args.checkpoint, data=args.data, scenes=args.scenes, engine=None if args.engine == "any" else args.engine, episodes=args.episodes,

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from worldsim.assets import reference_checkpoint
 from worldsim.atomic import atomic_path
 
 _STEP = re.compile(r"step_(\d+)\.pt$")
@@ -32,15 +33,44 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or made for something else."""
 
 
+NO_CHECKPOINT = (
+    "no trained model to load: pass checkpoint=PATH (a DiT run directory, a .pt checkpoint or an exported .safetensors file; "
+    "python -m worldsim.train stage=dit ... makes one), or reinstall worldsim (pip install .) for its bundled reference model"
+)
+
+
+def world_checkpoint(path: str | os.PathLike[str] | None) -> str:
+    """The checkpoint to use: ``path``, or the bundled reference model when it is
+    None. CheckpointError when there is neither (or ``path`` is empty)."""
+    if path is None:
+        bundled = reference_checkpoint()
+        if bundled is None:
+            raise CheckpointError(NO_CHECKPOINT)
+        return bundled
+    if not str(path).strip():
+        raise CheckpointError("checkpoint is empty: pass checkpoint=PATH, or leave checkpoint out (null) for the bundled reference model")
+    return str(path)
+
+
 def checkpoint_path(run: str | os.PathLike[str], step: int) -> Path:
     return Path(run) / "checkpoints" / f"step_{step:07d}.pt"
 
 
+def step_checkpoints(run: str | os.PathLike[str]) -> list[Path]:
+    """A run directory's checkpoints, oldest first."""
+    folder = Path(run) / "checkpoints"
+    steps = []
+    for p in folder.glob("step_*.pt"):
+        m = _STEP.search(p.name)
+        if m:
+            steps.append((int(m.group(1)), p))
+    return [p for _, p in sorted(steps)]
+
+
 def latest_checkpoint(run: str | os.PathLike[str]) -> Path | None:
     """The newest checkpoint of a run directory, or None if it has none."""
-    folder = Path(run) / "checkpoints"
-    found = sorted((int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _STEP.search(p.name)))
-    return found[-1][1] if found else None
+    found = step_checkpoints(run)
+    return found[-1] if found else None
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:

@@ -18,252 +18,19 @@ Layout::
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import multiprocessing as mp
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 
-from worldsim.atomic import atomic_write_text
-from worldsim.config import config_dir
-from worldsim.data.episode import load_episode, save_episode
-from worldsim.data.manifest import append_manifest, compact_manifest, read_manifest
-from worldsim.sim.captions import caption, caption_detailed
-from worldsim.sim.engine import Engine, EngineConfig
-from worldsim.sim.scenes import SPLITS, ConfigError, SceneConfig, episode_seed, parse_resolution
-from worldsim.sim.simulate import simulate
+from worldsim.config import ConfigGroupError, config_dir, load_group
+from worldsim.data.generation import StreamConfig, generate_stream, write_preview
+from worldsim.sim.scenes import SPLITS, ConfigError, parse_resolution
 
 log = logging.getLogger("worldsim.generate")
-
-FORMAT_VERSION = 1
-
-
-@dataclass
-class StreamConfig:
-    """One stream of episodes: a scene in an engine, for a split."""
-
-    scene: SceneConfig
-    engine: EngineConfig
-    episodes: int = 64
-    frames: int = 32
-    resolution: tuple[int, int] = (64, 64)
-    seed: int = 0
-    split: str = "train"
-
-    def __post_init__(self) -> None:
-        if self.episodes < 0:
-            raise ConfigError(f"episodes must be >= 0, got {self.episodes}")
-        if self.split not in SPLITS:
-            raise ConfigError(f"split must be one of {SPLITS}, got {self.split!r}")
-        self.resolution = parse_resolution(self.resolution)
-        self.scene.validate(resolution=self.resolution, num_frames=self.frames)
-
-    @property
-    def name(self) -> str:
-        return f"{self.scene.name}-{self.engine.name}-{self.split}"
-
-    def identity(self) -> dict[str, Any]:
-        """What must match for episodes to belong to the same stream (not the count)."""
-        return {
-            "format": FORMAT_VERSION,
-            "scene": self.scene.to_dict(),
-            "engine": dataclasses.asdict(self.engine),
-            "frames": self.frames,
-            "resolution": list(self.resolution),
-            "seed": self.seed,
-            "split": self.split,
-        }
-
-    def episode_path(self, index: int) -> str:
-        return f"episodes/{self.scene.name}/{self.engine.name}/{self.split}/{index:06d}.npz"
-
-    def episode_id(self, index: int) -> str:
-        return f"{self.name}-{index:06d}"
-
-
-# -- one episode ------------------------------------------------------------------------
-_ENGINE: Engine | None = None
-_ENGINE_KEY: Any = None
-
-
-def _engine(cfg: EngineConfig) -> Engine:
-    """This process's engine (one per worker, reused across episodes)."""
-    global _ENGINE, _ENGINE_KEY
-    key = (cfg.name, json.dumps(cfg.options or {}, sort_keys=True))
-    if _ENGINE is None or _ENGINE_KEY != key:
-        if _ENGINE is not None:
-            _ENGINE.close()
-        _ENGINE, _ENGINE_KEY = cfg.make(), key
-    return _ENGINE
-
-
-def make_episode(stream: StreamConfig, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Simulate episode ``index`` of a stream: its arrays and its manifest line."""
-    seed = episode_seed(stream.seed, stream.scene.name, stream.split, index)
-    rng = np.random.default_rng(seed)
-    spec = stream.scene.sample(rng, num_frames=stream.frames, resolution=stream.resolution, split=stream.split)
-    actions = stream.scene.action_source(spec, rng)
-    arrays, events = simulate(spec, _engine(stream.engine), actions)
-    meta = {
-        "id": stream.episode_id(index),
-        "index": index,
-        "path": stream.episode_path(index),
-        "scene": stream.scene.name,
-        "engine": stream.engine.name,
-        "seed": seed,
-        "split": stream.split,
-        "num_frames": stream.frames,
-        "num_objects": len(spec.objects),
-        "resolution": list(stream.resolution),
-        "fps": spec.physics.fps,
-        "params": spec.to_dict(),
-        "events": events,
-        "caption": caption(spec, events),
-        "caption_detailed": caption_detailed(spec, events),
-    }
-    return arrays, meta
-
-
-def _write_episode(job: tuple[StreamConfig, int, str]) -> dict[str, Any]:
-    stream, index, root = job
-    arrays, meta = make_episode(stream, index)
-    save_episode(Path(root) / meta["path"], arrays, meta)
-    return meta
-
-
-# -- a stream -------------------------------------------------------------------------------
-def _check_identity(root: Path, stream: StreamConfig) -> None:
-    path = root / ".worldsim" / f"{stream.name}.json"
-    ident = stream.identity()
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != ident:
-            diffs = _diff(old, ident)
-            raise ConfigError(
-                f"{root} already holds {stream.name} episodes made with another config "
-                f"({'; '.join(diffs[:6])}). Use a new out directory, or rerun with the original settings "
-                "to complete it."
-            )
-        return
-    atomic_write_text(path, json.dumps(ident, indent=1, sort_keys=True))
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix.rstrip('.')} was {a!r}, now {b!r}"]
-
-
-def _recover(root: Path, stream: StreamConfig, indices: list[int]) -> None:
-    """Bring the manifest in line with the files of ``indices`` after a crash:
-    drop temporary files, and list finished files the manifest is missing."""
-    listed = {r["id"] for r in read_manifest(root)}
-    missing = []
-    for i in indices:
-        p = root / stream.episode_path(i)
-        for tmp in p.parent.glob(f".{p.name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-        if p.exists() and stream.episode_id(i) not in listed:
-            try:
-                missing.append(load_episode(p, frames=False)["meta"])
-            except ValueError as e:
-                log.warning("removing unreadable %s: %s", p, e)
-                p.unlink()
-    if missing:
-        append_manifest(root, missing)
-
-
-def _pool_context() -> mp.context.BaseContext:
-    # Not fork: a parent that has rendered holds an OpenGL context that a forked
-    # child cannot use. forkserver starts workers from a clean server process.
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["worldsim.sim.pybullet", "worldsim.sim.mujoco"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def generate_stream(
-    stream: StreamConfig, out: str | os.PathLike[str], *, workers: int = 1, shard: int = 0, shards: int = 1, progress: bool = True
-) -> list[dict[str, Any]]:
-    """Make (or complete) a stream in ``out``; return its manifest lines, by index."""
-    from tqdm import tqdm
-
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if not 0 <= shard < shards:
-        raise ConfigError(f"shard must be in [0, shards), got shard={shard} shards={shards}")
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    _check_identity(root, stream)
-    mine = [i for i in range(stream.episodes) if i % shards == shard]
-    _recover(root, stream, mine)
-    todo = [i for i in mine if not (root / stream.episode_path(i)).exists()]
-    if len(todo) < len(mine):
-        log.info("%s: %d of %d episodes already on disk", stream.name, len(mine) - len(todo), len(mine))
-    jobs = [(stream, i, str(root)) for i in todo]
-    bar = tqdm(total=len(jobs), desc=stream.name, unit="ep", disable=not progress or not jobs, file=sys.stderr)
-    try:
-        for meta in _run(jobs, workers):
-            append_manifest(root, [meta])
-            bar.update()
-    finally:
-        bar.close()
-    rows = compact_manifest(root, order=lambda r: (r["scene"], r["engine"], r["split"], r.get("index", 0)))
-    prefix = f"{stream.name}-"
-    return [r for r in rows if r["id"].startswith(prefix)]
-
-
-def _run(jobs: list[tuple[StreamConfig, int, str]], workers: int) -> Iterator[dict[str, Any]]:
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield _write_episode(job)
-        return
-    with _pool_context().Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
-        yield from pool.imap(_write_episode, jobs, chunksize=1)
-
-
-def _worker_init() -> None:
-    global _ENGINE
-    _ENGINE = None
-
-
-def write_preview(out: str | os.PathLike[str], rows: list[dict[str, Any]], *, max_episodes: int = 16, name: str = "preview.mp4") -> Path | None:
-    """A grid video of the first episodes of ``rows``, for people to look at."""
-    from worldsim.video import tile, write_video
-
-    rows = rows[:max_episodes]
-    if not rows:
-        return None
-    clips = [load_episode(Path(out) / r["path"])["frames"] for r in rows]
-    shapes = {c.shape[1:] for c in clips}
-    clips = [c for c in clips if c.shape[1:] == clips[0].shape[1:]] if len(shapes) > 1 else clips
-    scale = max(1, 128 // clips[0].shape[1])
-    return write_video(Path(out) / name, tile(clips, scale=scale), fps=rows[0]["fps"])
-
-
-# -- the command line ---------------------------------------------------------------------------
-def _group_config(group: str, name: str) -> Any:
-    """Instantiate conf/GROUP/NAME.yaml (a scene or engine config)."""
-    from omegaconf import OmegaConf
-
-    path = Path(config_dir()) / group / f"{name}.yaml"
-    if not path.is_file():
-        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"unknown {group} {name!r} in the suite; valid: {', '.join(valid)}")
-    return hydra.utils.instantiate(OmegaConf.load(path), _convert_="all")
 
 
 def streams_from_config(cfg: DictConfig) -> list[StreamConfig]:
@@ -278,9 +45,9 @@ def streams_from_config(cfg: DictConfig) -> list[StreamConfig]:
         bad = [k for k in counts if k not in SPLITS]
         if bad:
             raise ConfigError(f"suite.scenes.{scene_name}: unknown splits {bad}; valid: {SPLITS}")
-        scene = _group_config("scene", scene_name)
+        scene = load_group("scene", scene_name)
         for engine_name in cfg.suite.engines:
-            engine = _group_config("engine", engine_name)
+            engine = load_group("engine", engine_name)
             for split, n in counts.items():
                 streams.append(StreamConfig(scene=scene, engine=engine, episodes=int(n), split=split, **common))
     return streams
@@ -312,7 +79,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except ConfigError as e:
+    except (ConfigError, ConfigGroupError) as e:
         log.error("%s", e)
         sys.exit(f"error: {e}")
 

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from worldsim.diffusion.flow import add_noise
+from worldsim.diffusion.sampling import GUIDANCE_ROWS, SamplerConfig, combine_guidance, guidance_drops, ode_step, time_grid, uses_guidance
 from worldsim.frames import to_model, to_uint8
-from worldsim.diffusion.sampling import SamplerConfig, combine_guidance, time_grid, uses_guidance
 from worldsim.models.dit import KVCache, TextState
 from worldsim.models.world import load_world
-from worldsim.train import autocast, resolve_device, resolve_precision
+from worldsim.runtime import autocast, resolve_device, resolve_precision
 
 
 class LearnedSimulator:
@@ -70,15 +70,13 @@ class LearnedSimulator:
                 f"{self.ae.temporal_factor} (train one with ae.temporal_factor=1)"
             )
         self.sampler = sampler or SamplerConfig()
-        flow = self.config.get("flow") or {}
-        trained_history = int(self.config["data"].get("clip_frames", 9)) - 1 if float(flow.get("simulator_share", 0.0)) > 0 else 8
-        self.window = window or trained_history
-        self.anchored = bool(self.config["dit"].get("anchor", False))
+        self.window = window or self.config.history
+        self.anchored = self.config.dit.anchor
         self.use_cache = use_cache
         self.context_noise = self.sampler.context_noise if context_noise is None else context_noise
-        self.height, self.width = self.config["data"]["resolution"]
-        self.fps = int(self.config["data"]["fps"])
-        self.action_dim = int(self.config["dit"]["action_dim"])
+        self.height, self.width = self.config.data.resolution
+        self.fps = int(self.config.data.fps)
+        self.action_dim = int(self.config.dit.action_dim)
         self.tokenizer = self.model.text.tokenizer
         self._state: dict[str, Any] | None = None
 
@@ -122,7 +120,7 @@ class LearnedSimulator:
         prompts = [prompt] * b if isinstance(prompt, str) else list(prompt)
         if len(prompts) != b:
             raise ValueError(f"pass one prompt, or one per world ({b}); got {len(prompts)}")
-        branches = 3 if uses_guidance(self.sampler) else 1
+        branches = GUIDANCE_ROWS if uses_guidance(self.sampler) else 1
         self._state = {
             "batch": b,
             "gens": gens,
@@ -166,11 +164,7 @@ class LearnedSimulator:
         grid = time_grid(self.sampler.steps, self.sampler.shift, self.device)
         with autocast(self.device, self.precision):
             for i in range(self.sampler.steps):
-                t_now, t_next = grid[i], grid[i + 1]
-                v = self._velocity(x, t_now, act, anchor)
-                if self.sampler.method == "heun" and t_next > 0:
-                    v = (v + self._velocity(x + (t_next - t_now) * v, t_next, act, anchor)) / 2
-                x = x + (t_next - t_now) * v
+                x = ode_step(lambda x, t: self._velocity(x, t, act, anchor), x, grid[i], grid[i + 1], self.sampler.method)
             if anchor is not None:
                 x = anchor + x  # the step denoised the difference from the previous frame
             self._commit(x, act)
@@ -192,20 +186,15 @@ class LearnedSimulator:
 
     def _text(self, prompts: list[str], branches: int) -> TextState:
         tokens, mask, pooled = self.model.encode_text(prompts)
-        b = len(prompts)
         if branches == 1:
             return self.model.dit.text_state(tokens, mask, pooled)
-        # Guidance: rows [no caption; caption; caption] (the third also has actions).
-        drop = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(2 * b, dtype=torch.bool)]).to(self.device)
-        rep = lambda x: torch.cat([x, x, x])  # noqa: E731
-        return self.model.dit.text_state(rep(tokens), rep(mask), rep(pooled), drop)
+        text_drop, _ = guidance_drops(len(prompts), self.device)  # the guidance rows of diffusion.sampling
+        rep = lambda x: torch.cat([x] * branches)  # noqa: E731
+        return self.model.dit.text_state(rep(tokens), rep(mask), rep(pooled), text_drop)
 
     def _action_drop(self) -> torch.Tensor | None:
         st = self._require_state()
-        if st["branches"] == 1:
-            return None
-        b = st["batch"]
-        return torch.cat([torch.ones(2 * b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(self.device)
+        return None if st["branches"] == 1 else guidance_drops(st["batch"], self.device)[1]
 
     def _noise(self, shape: tuple[int, ...]) -> torch.Tensor:
         """(B, 1, *shape) standard normal, row i from world i's generator."""
@@ -242,7 +231,7 @@ class LearnedSimulator:
             ).float()[:, -1:]
         if st["branches"] == 1:
             return v
-        return combine_guidance(*v.chunk(3), self.sampler)
+        return combine_guidance(*v.chunk(st["branches"]), self.sampler)
 
     def _commit(self, latents: torch.Tensor, actions: torch.Tensor) -> None:
         """Put finished frames (B, K, C, h, w) into the cache at the context noise level."""

@@ -12,6 +12,18 @@ import numpy as np
 from worldsim.atomic import atomic_path
 
 
+def image_grid(rows: list[np.ndarray], gap: int = 1) -> np.ndarray:
+    """Rows of (T, H, W, 3) uint8 frames -> one (R*H', T*W', 3) image with gaps (a
+    still for TensorBoard: each row a clip, left to right)."""
+    t, h, w = rows[0].shape[:3]
+    out = np.full((len(rows) * (h + gap) + gap, t * (w + gap) + gap, 3), 64, np.uint8)
+    for r, frames in enumerate(rows):
+        for c in range(t):
+            y, x = gap + r * (h + gap), gap + c * (w + gap)
+            out[y : y + h, x : x + w] = frames[c]
+    return out
+
+
 def tile(clips: Sequence[np.ndarray], *, cols: int | None = None, gap: int = 2, scale: int = 1) -> np.ndarray:
     """Lay out clips of (T_i, H, W, 3) uint8 in a grid -> (T, H', W', 3).
 

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from worldsim.adherence import AdherenceConfig, Physics, broke, colours_seen, rebound_px, run
+from worldsim.evaluate.adherence import AdherenceConfig, Physics, broke, colours_seen, rebound_px
+from worldsim.evaluate.adherence import run_adherence as run
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from worldsim.evaluate.detect import connected_components, detect_objects
 from worldsim.evaluate.metrics import psnr, rollout_metrics, ssim

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from worldsim.sim import palette
-from worldsim.sim.engine import make_engine
+from worldsim.sim.engines import make_engine
 from worldsim.sim.scenes import scene_config
 from worldsim.sim.simulate import simulate
 

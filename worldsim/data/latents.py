@@ -27,8 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
+from worldsim.atomic import atomic_path, atomic_write_text, file_lock
 from worldsim.data.dataset import object_mask, parse_item, window_start
+from worldsim.data.episode import load_episode
+from worldsim.frames import to_model
+from worldsim.runtime import autocast
 
 log = logging.getLogger("worldsim.data.latents")
 
@@ -87,13 +92,6 @@ def build_latent_cache(dataset: Any, ae: Any, root: Path, *, device: torch.devic
                        progress: bool = True) -> LatentClips:
     """Encode every episode of ``dataset`` (a ClipDataset) into ``root`` (or reuse a
     matching cache there); returns the windows over it."""
-    from tqdm import tqdm
-
-    from worldsim.atomic import atomic_path, atomic_write_text
-    from worldsim.data.episode import load_episode
-    from worldsim.pipeline import file_lock
-    from worldsim.train import autocast
-
     if ae.temporal_factor != 1:
         raise ValueError(f"cache_latents needs an autoencoder of temporal factor 1 (this one merges {ae.temporal_factor} frames); "
                          "set cache_latents=false")
@@ -126,7 +124,7 @@ def build_latent_cache(dataset: Any, ae: Any, root: Path, *, device: torch.devic
                     for s in tqdm(range(0, len(ks), batch), desc=f"encode {name}", unit="batch", disable=not progress):
                         rows = [episodes[k] for k in ks[s : s + batch]]
                         eps = [load_episode(Path(r["_root"]) / r["path"]) for r in rows]
-                        video = torch.from_numpy(np.stack([e["frames"] for e in eps])).to(device).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
+                        video = to_model(np.stack([e["frames"] for e in eps]), device)
                         with autocast(device, precision):
                             z[s : s + len(eps)] = ae.encode(video).float().cpu().numpy().astype(np.float16)
                         acts[s : s + len(eps)] = np.stack([e["actions"] for e in eps])

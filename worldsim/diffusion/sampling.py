@@ -57,16 +57,38 @@ def combine_guidance(v_none: torch.Tensor, v_text: torch.Tensor, v_full: torch.T
     return v_none + cfg.text_scale * (v_text - v_none) + cfg.action_scale * (v_full - v_text)
 
 
+GUIDANCE_ROWS = 3  # [no caption, no actions; caption, no actions; caption and actions]
+
+
+def guidance_drops(batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The text and action drop flags (3B,) of a guidance batch: the batch repeated
+    three times as [no caption, no actions; caption, no actions; caption and actions]
+    (the order :func:`combine_guidance` reads)."""
+    drop = torch.ones(batch, dtype=torch.bool, device=device)
+    keep = torch.zeros(batch, dtype=torch.bool, device=device)
+    return torch.cat([drop, keep, keep]), torch.cat([drop, drop, keep])
+
+
 def guided(velocity: Velocity, x: torch.Tensor, t: torch.Tensor, cfg: SamplerConfig) -> torch.Tensor:
     """The guided velocity at (x, t); batches the unconditional calls it needs."""
     b = x.shape[0]
-    yes = torch.zeros(b, dtype=torch.bool, device=x.device)
-    no = torch.ones(b, dtype=torch.bool, device=x.device)
     if not uses_guidance(cfg):
-        return velocity(x, t, yes, yes)
-    xs, ts = torch.cat([x, x, x]), torch.cat([t, t, t])
-    v = velocity(xs, ts, torch.cat([no, yes, yes]), torch.cat([no, no, yes]))
-    return combine_guidance(*v.chunk(3), cfg)
+        keep = torch.zeros(b, dtype=torch.bool, device=x.device)
+        return velocity(x, t, keep, keep)
+    text_drop, action_drop = guidance_drops(b, x.device)
+    v = velocity(torch.cat([x] * GUIDANCE_ROWS), torch.cat([t] * GUIDANCE_ROWS), text_drop, action_drop)
+    return combine_guidance(*v.chunk(GUIDANCE_ROWS), cfg)
+
+
+def ode_step(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, t_now: torch.Tensor, t_next: torch.Tensor, method: str
+) -> torch.Tensor:
+    """One Euler or Heun step of dx/dt = velocity(x, t) from ``t_now`` to ``t_next``
+    (Heun's second evaluation is skipped on the last step, at t = 0)."""
+    v = velocity(x, t_now)
+    if method == "heun" and t_next > 0:
+        v = (v + velocity(x + (t_next - t_now) * v, t_next)) / 2
+    return x + (t_next - t_now) * v
 
 
 def sample(
@@ -101,20 +123,15 @@ def sample(
         ctx_t = torch.full((b, frames), cfg.context_noise, device=device)
         ctx_x = add_noise(context.to(device), ctx_t, ctx_noise)
     m = mask[:, :, None, None, None]
+
+    def given(x: torch.Tensor) -> torch.Tensor:  # given frames held at their fixed noise level
+        return x if context is None else torch.where(m, ctx_x, x)
+
+    def field(x: torch.Tensor, t_now: torch.Tensor) -> torch.Tensor:
+        return guided(velocity, given(x), torch.where(mask, cfg.context_noise, t_now).to(device), cfg)
+
     for i in range(cfg.steps):
-        t_now, t_next = grid[i], grid[i + 1]
-        t = torch.where(mask, cfg.context_noise, t_now).to(device)
-        if context is not None:
-            x = torch.where(m, ctx_x, x)
-        v = guided(velocity, x, t, cfg)
-        x_next = x + (t_next - t_now) * v
-        if cfg.method == "heun" and t_next > 0:
-            t2 = torch.where(mask, cfg.context_noise, t_next)
-            if context is not None:
-                x_next = torch.where(m, ctx_x, x_next)
-            v2 = guided(velocity, x_next, t2, cfg)
-            x_next = x + (t_next - t_now) * (v + v2) / 2
-        x = x_next
+        x = ode_step(field, given(x), grid[i], grid[i + 1], cfg.method)
     if context is not None:
         x = torch.where(m, context.to(device), x)
     return x

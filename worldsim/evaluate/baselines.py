@@ -16,16 +16,17 @@ frames given) and returns the ``horizon`` frames it predicts after the context:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
+from worldsim.frames import to_model, to_uint8
 from worldsim.sim.engine import Engine
 from worldsim.sim.simulate import simulate
 from worldsim.sim.spec import SceneSpec
-
-BASELINES = ("copy_last", "constant_velocity", "autoencoder", "physical_variance", "other_engine")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class PhysicsEpisode:
     events: list[dict[str, Any]]
     context: int
     seed: int
+    prompt: str = ""  # what a learned world is told at reset: the scene as PhysicsWorld-v0 knows it then (no agent policy)
 
     @property
     def horizon(self) -> int:
@@ -72,14 +74,12 @@ def constant_velocity(ep: PhysicsEpisode, engine: Engine) -> np.ndarray:
 
 
 def autoencoder(ep: PhysicsEpisode, ae: Any) -> np.ndarray:
-    import torch
-
     frames = ep.arrays["frames"]
     with torch.no_grad():
-        video = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[None]
+        video = to_model(frames)[None]
         t = ae.video_frames(ae.latent_frames(len(frames)))
         recon = ae.decode(ae.encode(video[:, :t]))[0]
-    out = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = to_uint8(recon)
     if len(out) < len(frames):  # a temporal factor > 1 can leave the last frames out
         out = np.concatenate([out, np.repeat(out[-1:], len(frames) - len(out), 0)])
     return out[ep.context :]
@@ -106,3 +106,23 @@ def physical_variance(ep: PhysicsEpisode, engine: Engine) -> np.ndarray:
 def other_engine(ep: PhysicsEpisode, engine: Engine) -> np.ndarray:
     arrays, _ = simulate(ep.spec, engine, ep.actions)
     return arrays["frames"][ep.context :]
+
+
+@dataclass
+class BaselineTools:
+    """What the baselines need besides the episode: the episode's engine, the other
+    engine and the model's autoencoder."""
+
+    engine: Engine
+    other: Engine
+    autoencoder: Any
+
+
+# name -> the frames (horizon, H, W, 3) it predicts for an episode
+BASELINES: dict[str, Callable[[PhysicsEpisode, BaselineTools], np.ndarray]] = {
+    "copy_last": lambda ep, tools: copy_last(ep),
+    "constant_velocity": lambda ep, tools: constant_velocity(ep, tools.engine),
+    "autoencoder": lambda ep, tools: autoencoder(ep, tools.autoencoder),
+    "physical_variance": lambda ep, tools: physical_variance(ep, tools.engine),
+    "other_engine": lambda ep, tools: other_engine(ep, tools.other),
+}

@@ -35,9 +35,13 @@ import torch
 
 from worldsim.data.dataset import select_episodes
 from worldsim.data.episode import load_episode
+from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.evaluate.detect import detect_objects
 from worldsim.evaluate.metrics import BREAK_PIECES, pane_pieces
+from worldsim.frames import to_model
 from worldsim.sim import palette
+from worldsim.sim.captions import parse, render
+from worldsim.simulator import LearnedSimulator
 
 REPORT_STEPS = (1, 4, 16)
 
@@ -98,8 +102,6 @@ def _episodes(cfg: FidelityConfig, scene: str) -> list[_Episode]:
 
 def _static_caption(caption: str) -> str:
     """The caption without its events: what a simulator's prompt knows at the start."""
-    from worldsim.sim.captions import parse, render
-
     return render(parse(caption).without_events())
 
 
@@ -127,8 +129,6 @@ def _ratio(a: float, b: float) -> float | None:
 
 class _Probe:
     def __init__(self, cfg: FidelityConfig):
-        from worldsim.diffusion.sampling import SamplerConfig
-        from worldsim.simulator import LearnedSimulator
 
         self.cfg = cfg
         sampler = SamplerConfig(method=cfg.method, steps=cfg.sampler_steps)
@@ -152,8 +152,6 @@ class _Probe:
     @torch.no_grad()
     def latent_mse(self, a: np.ndarray, b: np.ndarray) -> float:
         """Mean squared difference of (F, H, W, 3) frames in the model's latent space."""
-        from worldsim.frames import to_model
-
         ae = self.sim.ae
         za = ae.encode(to_model(a, self.sim.device)[:, None]).float()
         zb = ae.encode(to_model(b, self.sim.device)[:, None]).float()

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldsim.evaluate.detect import classify_pixels, connected_components, detect_objects
+from worldsim.sim import palette
+
 
 def _unit(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(..., H, W, 3) uint8 or (..., 3, H, W) float in [-1, 1] -> (N, 3, H, W) float in [0, 1]."""
@@ -90,9 +93,6 @@ BREAK_PIECES = 3  # a pane in this many pieces or more has broken (validated: 12
 def pane_pieces(frames: np.ndarray, pane_colour: tuple[int, int, int] | None = None) -> np.ndarray:
     """Pieces of the pane's colour in each frame (T,): 1 for an intact pane (2 where a
     ball in front cuts it), more once it has shattered."""
-    from worldsim.evaluate.detect import classify_pixels, connected_components
-    from worldsim.sim import palette
-
     colour = pane_colour or palette.rgb(palette.PANE_COLOUR[0])
     lab = classify_pixels(frames, np.asarray([colour]), max_distance=60.0)
     return np.array([connected_components(m == 1)[1] for m in lab])
@@ -126,8 +126,6 @@ def rollout_metrics(
     the first visible frame after each occlusion; existence accuracy while visible
     after it), shatter (did it break, the frame, the fragment count, for both).
     """
-    from worldsim.evaluate.detect import detect_objects
-
     H = len(truth)
     seq_t = np.concatenate([prev_truth[None], truth])
     seq_p = np.concatenate([prev_truth[None], pred])

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from worldsim.atomic import atomic_path, atomic_write_text
+from worldsim.video import tile
+from worldsim.video import write_video as write
 
 SUMMARY_METRICS = ("position_error_px", "velocity_error", "count_violation_rate", "psnr", "ssim", "motion_iou", "agent_displacement_error_px")
 SCORE_ERRORS = {"position_error_px": 0.5, "velocity_error": 0.1, "count_violation_rate": 0.01}
@@ -57,7 +61,6 @@ def aggregate(per_episode: list[dict[str, Any]], horizon: int) -> dict[str, Any]
 
 class _quiet:
     def __enter__(self) -> None:
-        import warnings
 
         self._w = warnings.catch_warnings()
         self._w.__enter__()
@@ -110,15 +113,12 @@ def _mean_of(v: Any) -> float | None:
 
 def plot_horizon(path: str | Path, sources: dict[str, dict[str, Any]], *, title: str) -> Path:
     """Every per-step metric against the step, one line per source."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     keys = [k for k in SUMMARY_METRICS if any(isinstance(s.get(k), list) and any(v is not None for v in s[k]) for s in sources.values())]
     cols = 3
     rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for name, curves in sources.items():
             curve = curves.get(key)
@@ -137,14 +137,11 @@ def plot_horizon(path: str | Path, sources: dict[str, dict[str, Any]], *, title:
     path = Path(path)
     with atomic_path(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     return path
 
 
 def write_video(path: str | Path, truth: list[np.ndarray], preds: list[np.ndarray], *, fps: float) -> Path:
     """Rows of episodes: truth | prediction | difference (amplified)."""
-    from worldsim.video import tile, write_video as write
-
     clips = []
     for t, p in zip(truth, preds):
         diff = np.clip(np.abs(t.astype(np.int16) - p.astype(np.int16)) * 2, 0, 255).astype(np.uint8)

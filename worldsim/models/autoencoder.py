@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from worldsim.checkpoint import load_checkpoint
+
 
 @dataclass
 class AutoencoderConfig:
@@ -79,7 +81,6 @@ class TemporalConv(nn.Module):
     Frames before the first are copies of the first. With a ``cache`` (streaming), the
     last ``k - 1`` frames of the previous call stand in front instead.
     """
-
     def __init__(self, c_in: int, c_out: int, k: int):
         super().__init__()
         self.k = k
@@ -104,7 +105,6 @@ class Block(nn.Module):
     """Residual block: 3x3 spatial conv, SiLU, causal temporal conv. No normalisation
     layer: per-frame statistics would cost a quarter of the decoder's time, and the
     zero-initialised residual branch trains without one."""
-
     def __init__(self, c: int, k_t: int):
         super().__init__()
         self.spatial = nn.Conv2d(c, c, 3, padding=1)
@@ -118,7 +118,6 @@ class Up(nn.Module):
     """Twice the resolution: a 1x1 convolution to 4 sub-pixels per pixel, then
     pixel shuffle (same arithmetic as a 2x2 transposed convolution, but it runs on
     the fast convolution kernels)."""
-
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         self.proj = nn.Conv2d(c_in, 4 * c_out, 1)
@@ -130,7 +129,6 @@ class Up(nn.Module):
 class TemporalDown(nn.Module):
     """Merge groups of ``s`` frames (after the first frame, which stays alone):
     T = 1 + s n  ->  1 + n frames, causally."""
-
     def __init__(self, c: int, s: int):
         super().__init__()
         self.s = s
@@ -149,7 +147,6 @@ class TemporalDown(nn.Module):
 class TemporalUp(nn.Module):
     """The inverse of :class:`TemporalDown`: each latent frame becomes ``s`` frames,
     except the very first, which becomes one."""
-
     def __init__(self, c: int, s: int):
         super().__init__()
         self.s = s
@@ -175,7 +172,6 @@ class Autoencoder(nn.Module):
     the lighter half, and nothing of it runs at full resolution: the simulator runs
     it once per generated frame.
     """
-
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
@@ -362,7 +358,6 @@ def load_autoencoder(source: str, *, map_location: str = "cpu") -> Autoencoder:
     checkpoint) or a checkpoint file; EMA weights when the run kept them."""
     if source == "identity":
         return Autoencoder(AutoencoderConfig(identity=True)).eval()
-    from worldsim.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(source, kind="autoencoder", map_location=map_location)
     ae = Autoencoder(AutoencoderConfig(**ckpt["config"]["ae"]))

@@ -20,6 +20,7 @@ them silently.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -261,6 +262,13 @@ def caption_detailed(spec: SceneSpec, events: list[dict[str, Any]]) -> str:
 
 
 # -- text -> description -------------------------------------------------------------------------
+@functools.lru_cache(maxsize=65536)
+def static_caption(text: str) -> str:
+    """A detailed caption without its events: what is known of a scene before anything
+    happens (what a simulator's prompt says)."""
+    return render(parse(text).without_events())
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-case words and the grammar's multi-word phrases, punctuation dropped
     except sentence ends ('.') and clause commas (',')."""
@@ -281,8 +289,9 @@ def tokenize(text: str) -> list[str]:
     return out
 
 
-_WORD_NUMBERS = {w: i for i, w in enumerate(NUMBERS)}
+WORD_NUMBERS = {w: i for i, w in enumerate(NUMBERS)}  # "two" -> 2
 _SIZE, _MASS, _REST = set(SIZES), set(MASSES), set(RESTITUTIONS)
+ADJECTIVES = frozenset((*SIZES, *MASSES, *RESTITUTIONS, *STRENGTHS))  # the words that may stand before a colour
 
 
 def parse(text: str) -> Description:
@@ -365,7 +374,7 @@ def _parse_sentence(s: list[str], d: Description, obj: Any, by_label: dict[str, 
         if noun and j < len(s) and s[j] == "is":
             if noun == "pane" and s[j + 1 : j + 3] == ["cut", "into"]:
                 n = s[j + 3] if j + 3 < len(s) else ""
-                obj("pane", None).pieces = _WORD_NUMBERS.get(n, int(n) if n.isdigit() else None)
+                obj("pane", None).pieces = WORD_NUMBERS.get(n, int(n) if n.isdigit() else None)
                 return
             w = obj(noun, colour)
             for a in s[j + 1 :]:
@@ -421,7 +430,7 @@ def _parse_event(c: list[str], d: Description, obj: Any) -> None:
                 d.events.append(("hits", subject, obj(on, oc).label))
     elif verb == "shatters into" and rest:
         n = rest[0]
-        d.events.append(("shatters", subject, _WORD_NUMBERS.get(n, int(n) if n.isdigit() else 0)))
+        d.events.append(("shatters", subject, WORD_NUMBERS.get(n, int(n) if n.isdigit() else 0)))
     elif verb == "disappears" and rest[:1] == ["behind"]:
         d.events.append(("disappears", subject, " ".join(rest[1:])))
     elif verb == "reappears":
@@ -444,8 +453,8 @@ def _parse_scene_sentence(s: list[str], d: Description, obj: Any) -> None:
     # Noun phrases: [count] [adjectives] [colour] noun
     count, adjs, colour = 1, [], None
     for t in s:
-        if t in _WORD_NUMBERS or t.isdigit():
-            count = _WORD_NUMBERS.get(t, int(t) if t.isdigit() else 1)
+        if t in WORD_NUMBERS or t.isdigit():
+            count = WORD_NUMBERS.get(t, int(t) if t.isdigit() else 1)
         elif t in ("a", "an"):
             count = 1
         elif t in _SIZE or t in _MASS or t in _REST or t in STRENGTHS:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from worldsim.sim.spec import ObjectSpec, SceneSpec, SpecError
+from worldsim.sim.spec import WALL_EDGES, ObjectSpec, SceneSpec, SpecError
 
 # Depth layout (metres along the camera's axis, negative = nearer the camera).
 CAMERA_DISTANCE = 50.0  # far enough that the perspective camera is nearly orthographic
@@ -63,7 +63,6 @@ class Body:
 @dataclass
 class Weld:
     """A breakable weld between two bodies (b is None for the world)."""
-
     a: int
     b: int | None
 
@@ -140,7 +139,6 @@ class ContactTracker:
     resumes is the same contact. Impacts weaker than ``EVENT_MIN_SPEED`` times the
     pair's effective mass are not events (resting and rolling contacts).
     """
-
     def __init__(self, spec: SceneSpec, masses: np.ndarray):
         self.spec = spec
         self.masses = masses
@@ -198,7 +196,6 @@ class ContactTracker:
             return
         names = [o.name for o in self.spec.objects]
         if b < 0:
-            from worldsim.sim.spec import WALL_EDGES
 
             self.events.append(
                 {"type": "wall", "frame": int(st[0]), "object": names[a], "wall": WALL_EDGES[-1 - b], "impulse": round(impulse, 5)}
@@ -223,7 +220,6 @@ class Engine(abc.ABC):
             state = engine.state()          # positions (N, 2) px, velocities (N, 2) px/s
         events = engine.events()
     """
-
     name: ClassVar[str]
     # Sub-pixel offset (x, y) between this engine's rasteriser and the pixel
     # convention in spec.py; the camera is shifted by it so both engines agree.
@@ -518,8 +514,6 @@ class Engine(abc.ABC):
 
     def walls(self) -> list[tuple[int, tuple[float, float], tuple[float, float]]]:
         """(edge index, centre, half extents) of each wall in the plane."""
-        from worldsim.sim.spec import WALL_EDGES
-
         spec = self._require_spec()
         w, h, t = spec.camera.box_width, spec.camera.box_height, WALL_THICKNESS
         geometry = {
@@ -536,33 +530,3 @@ class Engine(abc.ABC):
     def id_of_fixture(self, index: int) -> int:
         return len(self._require_spec().objects) + 1 + index
 
-
-ENGINES = ("pybullet", "mujoco")
-
-
-@dataclass
-class EngineConfig:
-    """Which engine and its options (conf/engine/*.yaml)."""
-
-    name: str = "pybullet"
-    options: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.name not in ENGINES:
-            raise ValueError(f"unknown engine {self.name!r}; valid engines: {', '.join(ENGINES)}")
-
-    def make(self) -> "Engine":
-        return make_engine(self.name, **(self.options or {}))
-
-
-def make_engine(name: str, **options: Any) -> Engine:
-    """An engine by name: ``"pybullet"`` or ``"mujoco"``."""
-    if name == "pybullet":
-        from worldsim.sim.pybullet import PyBulletEngine
-
-        return PyBulletEngine(**options)
-    if name == "mujoco":
-        from worldsim.sim.mujoco import MuJoCoEngine
-
-        return MuJoCoEngine(**options)
-    raise ValueError(f"unknown engine {name!r}; valid engines: {', '.join(ENGINES)}")

@@ -34,9 +34,8 @@ os.environ.setdefault("LP_NUM_THREADS", "0")
 
 import logging  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
 
 logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL logs its accelerator at INFO
 from worldsim.sim import palette  # noqa: E402

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldsim.sim import palette
-from worldsim.sim.captions import Description, caption_detailed, parse
+from worldsim.sim.captions import ADJECTIVES, COLOURS, WORD_NUMBERS, Description, caption_detailed, parse, tokenize
 from worldsim.sim.scenes import ConfigError, scene_config
 from worldsim.sim.scenes.base import place_discs, uniform
 from worldsim.sim.spec import SceneSpec, SpecError
@@ -82,15 +82,13 @@ def expand_prompt(
 
 def _refuse_shared_colours(prompt: str) -> None:
     """"two red balls" cannot be drawn: every object has its own colour."""
-    from worldsim.sim.captions import _MASS, _REST, _SIZE, _WORD_NUMBERS, COLOURS, STRENGTHS, tokenize
-
     toks = tokenize(prompt)
     for i, t in enumerate(toks):
-        n = _WORD_NUMBERS.get(t, int(t) if t.isdigit() else 1)
+        n = WORD_NUMBERS.get(t, int(t) if t.isdigit() else 1)
         if n < 2:
             continue
         j = i + 1
-        while j < len(toks) and (toks[j] in _SIZE or toks[j] in _MASS or toks[j] in _REST or toks[j] in STRENGTHS):
+        while j < len(toks) and toks[j] in ADJECTIVES:
             j += 1
         if j + 1 < len(toks) and toks[j] in COLOURS and toks[j + 1] in ("balls", "boxes"):
             raise ConfigError(

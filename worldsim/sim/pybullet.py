@@ -28,12 +28,9 @@ from worldsim.sim.engine import (
     Body,
     Engine,
     Weld,
-    combined_friction,
-    combined_restitution,
     wall_key,
 )
 from worldsim.sim.spec import SceneSpec
-
 
 _BACKGROUND_WORD = np.array([*palette.BACKGROUND, 255], np.uint8).view(np.uint32)[0]
 # Unit normal (u, v) pointing into the box from each wall, by WALL_EDGES index.

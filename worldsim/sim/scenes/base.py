@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from worldsim.sim import palette
+from worldsim.sim.actions import ScriptedPusher, ou_actions
 from worldsim.sim.spec import AgentSpec, CameraSpec, ObjectSpec, PhysicsSpec, SceneSpec, SpecError
 
 SPLITS = ("train", "test", "ood")
@@ -107,7 +108,6 @@ def check_words(key: str, w: Any, *, lo: float | None = None, hi: float | None =
 
 def ranges_overlap(a: Any, b: Any) -> bool:
     """Whether two ranges (or word maps, by their values) share any value."""
-
     def spans(x: Any) -> list[tuple[float, float]]:
         if isinstance(x, dict):
             return [(float(r[0]), float(r[1])) for r in x.values()]
@@ -205,8 +205,6 @@ class SceneConfig:
 
         Draws from ``rng`` after the spec, so the actions are part of the episode's seed.
         """
-        from worldsim.sim.actions import ScriptedPusher, ou_actions
-
         if spec.agent_index is None:
             return None
         scripted = self.actions == "scripted" or (self.actions == "mixed" and rng.random() < self.scripted_fraction)
@@ -246,8 +244,6 @@ class SceneConfig:
     # -- for subclasses -------------------------------------------------------------------
     def _add_agent(self, rng: np.random.Generator, spec: SceneSpec) -> SceneSpec:
         """The spec with a white agent disc placed clear of every object."""
-        import dataclasses
-
         r = self.agent_radius
         avoid = [(o.position[0], o.position[1], o.radius) for o in spec.objects]
         (u, v), = place_discs(rng, [r], (spec.camera.box_width, spec.camera.box_height), avoid=avoid)

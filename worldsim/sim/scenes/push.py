@@ -9,6 +9,7 @@ goal region (``actions=mixed`` draws either, half the time each).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -27,13 +28,12 @@ from worldsim.sim.scenes.base import (
     place_discs,
     word,
 )
-from worldsim.sim.spec import CameraSpec, ObjectSpec, PhysicsSpec, SceneSpec
+from worldsim.sim.spec import AgentSpec, CameraSpec, ObjectSpec, PhysicsSpec, SceneSpec
 
 
 @dataclass
 class PushConfig(SceneConfig):
     """Ranges of the push scene (see conf/scene/push.yaml)."""
-
     name: ClassVar[str] = "push"
     view: ClassVar[str] = "top"
     ood_keys: ClassVar[tuple[str, ...]] = ("num_objects",)
@@ -87,7 +87,6 @@ class PushConfig(SceneConfig):
         labels: dict[str, str],
         split: str,
     ) -> SceneSpec:
-        import dataclasses
 
         fname, mu = word(rng, self.floor)
         physics = dataclasses.replace(physics, ground_friction=mu)
@@ -116,7 +115,6 @@ class PushConfig(SceneConfig):
             name="agent", shape="sphere", size=(self.agent_radius, self.agent_radius), colour=palette.AGENT_COLOUR[0],
             mass=self.agent_mass, restitution=self.restitution, friction=self.friction, position=centres[0], role="agent",
         )
-        from worldsim.sim.spec import AgentSpec
 
         return SceneSpec(
             scene=self.name, num_frames=num_frames, camera=camera, physics=physics, objects=(*objects, agent),

@@ -7,48 +7,37 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from worldsim.checkpoint import require_same
-from worldsim.diffusion.flow import FlowConfig, flow_loss, object_weights, simulator_inputs, training_inputs
+from worldsim.config import typed
+from worldsim.data.latents import build_latent_cache
+from worldsim.diffusion.flow import flow_loss, object_weights, simulator_inputs, training_inputs
 from worldsim.diffusion.sampling import SamplerConfig, sample
+from worldsim.frames import to_uint8
 from worldsim.models.autoencoder import load_autoencoder
 from worldsim.models.dit import DiTConfig
-from worldsim.models.text import TextConfig
-from worldsim.models.world import WorldModel
-from worldsim.stages import image_grid, to_uint8
-
-
-_STATIC: dict[str, str] = {}
-
-
-def static_caption(caption: str) -> str:
-    """A detailed caption without its events: what is known before anything happens."""
-    if caption not in _STATIC:
-        from worldsim.sim.captions import parse, render
-
-        _STATIC[caption] = render(parse(caption).without_events())
-    return _STATIC[caption]
+from worldsim.models.world import DataFacts, WorldConfig, WorldModel
+from worldsim.runtime import autocast, resolve_device, resolve_precision
+from worldsim.sim.captions import static_caption
+from worldsim.training.stages import DiTStageConfig
+from worldsim.video import image_grid
 
 
 class DiTStage:
     kind = "dit"
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Any, options: DiTStageConfig):
         self.cfg = cfg
-        opts = dict(cfg.stage_options)
-        self.autoencoder_source = str(opts.get("autoencoder", "identity"))
+        self.autoencoder_source = options.autoencoder
         self.ae = load_autoencoder(self.autoencoder_source)
         for p in self.ae.parameters():
             p.requires_grad_(False)
-        self.text_config = TextConfig(**opts.get("text", {}))
-        model = dict(opts.get("model", {}))
-        model["latent_channels"] = self.ae.latent_channels
-        model["text_dim"] = self.text_config.dim
-        self.dit_config = DiTConfig(**model)
-        self.flow = FlowConfig(**opts.get("flow", {}))
+        self.text_config = options.text
+        model = {**options.model, "latent_channels": self.ae.latent_channels, "text_dim": self.text_config.dim}
+        self.dit_config = typed(DiTConfig, model, "model")
+        self.flow = options.flow
         if self.flow.simulator_share > 0 and self.dit_config.patch[0] != 1:
             raise ValueError(f"flow.simulator_share > 0 trains frame by frame: it needs model.patch[0] = 1, got {self.dit_config.patch}")
         tf = self.ae.temporal_factor
@@ -63,14 +52,10 @@ class DiTStage:
         return WorldModel(self.dit_config, self.text_config)
 
     def checkpoint_config(self) -> dict[str, Any]:
-        return {
-            "dit": self.dit_config.to_dict(),
-            "text": dataclasses.asdict(self.text_config),
-            "flow": dataclasses.asdict(self.flow),
-            "ae": dataclasses.asdict(self.ae.config),
-            "autoencoder_source": self.autoencoder_source,
-            "data": {"resolution": list(self.data_resolution), "fps": self.fps, "clip_frames": self.clip_frames, "buckets": self.buckets},
-        }
+        return WorldConfig(
+            dit=self.dit_config, text=self.text_config, ae=self.ae.config, flow=self.flow, autoencoder_source=self.autoencoder_source,
+            data=DataFacts(resolution=list(self.data_resolution), fps=self.fps, clip_frames=self.clip_frames, buckets=self.buckets),
+        ).to_dict()
 
     def check_resume(self, state: dict[str, Any]) -> None:
         for part, mine in (("dit", self.dit_config.to_dict()), ("text", dataclasses.asdict(self.text_config)), ("ae", dataclasses.asdict(self.ae.config))):
@@ -95,9 +80,6 @@ class DiTStage:
         self.fps = int(dataset.episodes[0]["fps"])
         self.dataset = dataset
         if cache and getattr(self.cfg, "cache_latents", False):
-            from worldsim.data.latents import build_latent_cache
-            from worldsim.train import resolve_device, resolve_precision
-
             device = resolve_device(self.cfg.device)
             self.ae.to(device)
             return build_latent_cache(dataset, self.ae, Path(self.cfg.out) / "latents", device=device,
@@ -179,8 +161,6 @@ class DiTStage:
     # -- monitoring ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def log_samples(self, writer: Any, step: int, module: nn.Module, batch: dict[str, Any], device: torch.device, precision: str) -> None:
-        from worldsim.train import autocast
-
         module.eval()
         x0 = batch["latents"][:2] if "latents" in batch else self.latents(batch["frames"][:2])
         with autocast(device, precision):
@@ -215,25 +195,3 @@ class DiTStage:
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"autoencoder": self.ae.state_dict()}
-
-    @torch.no_grad()
-    def evaluate(self, module: nn.Module, device: torch.device, precision: str) -> dict[str, Any]:
-        """The flow loss on test clips (fixed draws): block-causal and bidirectional."""
-        from worldsim.data.dataset import ClipDataset
-        from worldsim.train import autocast, step_generator
-
-        data = ClipDataset(self.cfg.data, clip_frames=self.clip_frames, split="test", window="first", resolution=self.resolution)
-        self.prepare_data(data, [{"resolution": list(data.resolution), "frames": self.clip_frames}], cache=False)
-        losses = {True: [], False: []}
-        for i in range(min(self.cfg.eval_episodes, len(data))):
-            item = data[i]
-            batch = {k: (v[None].to(device) if torch.is_tensor(v) else [v]) for k, v in item.items()}
-            for causal in (True, False):
-                gen = step_generator(1234, i, 0, int(causal))
-                flow = dataclasses.replace(self.flow, causal_probability=float(causal), text_drop=0.0, action_drop=0.0)
-                x0 = self.latents(batch["frames"])
-                inp = training_inputs(x0, flow, gen)
-                with autocast(device, precision):
-                    v = module(inp["x_t"], inp["t"], self.latent_actions(batch["actions"]), module.encode_text(batch["caption_detailed"]), causal=causal)
-                losses[causal].append(float(flow_loss(v, inp["target"], inp["context"])))
-        return {"episodes": len(losses[True]), "flow_loss_causal": float(np.mean(losses[True])), "flow_loss_bidirectional": float(np.mean(losses[False]))}

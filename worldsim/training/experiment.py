@@ -8,9 +8,10 @@
   a recipe share the folder) and reused by every run that asks for the same recipe;
 * ``autoencoder: train`` (DiT stage): the ``ae`` architecture is trained first, with
   ``ae_train`` settings, into ``out/autoencoder``;
-* ``eval: true``: when training ends, the run is judged: the autoencoder stage by its
-  reconstruction figures on the test split, the DiT stage by
-  :mod:`worldsim.compare` on each scene (``evaluation``), into ``out/eval/``.
+* ``eval: true``: when training ends, the run is judged by the ``judge`` the caller
+  passes (``python -m worldsim.train`` passes :func:`worldsim.evaluate.runs.judge_run`:
+  reconstruction figures for the autoencoder stage, paired rollouts or the fidelity
+  probe for the DiT stage), into ``out/eval/``. Training knows nothing of evaluation.
 
 Every run directory ends with ``train_summary.json`` (steps, measured training FLOPs,
 wall time, last loss) and ``done.json``. A run whose ``done.json`` matches its
@@ -20,19 +21,27 @@ checkpoint. That makes a re-launched sweep redo only what did not finish.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("worldsim.pipeline")
+from worldsim.atomic import atomic_write_text, file_lock
+from worldsim.config import load_group
+from worldsim.data.generation import StreamConfig, generate_stream
+from worldsim.runtime import set_threads
+from worldsim.sim.scenes import parse_resolution
+from worldsim.training.loop import OptimConfig, TrainConfig, config_from_plain, train
+
+log = logging.getLogger("worldsim.training.experiment")
+
+# A judge: (the run's TrainConfig, the ``evaluation`` settings) -> the run's headline figures.
+Judge = Callable[[TrainConfig, dict[str, Any]], dict[str, Any]]
 
 # Keys that change how a run is carried out, not what it computes.
 NON_SEMANTIC = ("out", "name", "tag", "num_workers", "threads", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
@@ -65,24 +74,17 @@ class DataRecipe:
 
     def content(self) -> dict[str, Any]:
         """What the data depends on (not where it goes or how many processes make it)."""
-        from worldsim.sim.scenes.base import parse_resolution
-
         scenes, engines = self.scene_names(), self.engine_names()
         return {"scenes": scenes, "engines": engines, "episodes": self.episodes, "test_episodes": self.test_episodes,
                 "ood_episodes": self.ood_episodes, "frames": self.frames, "resolution": list(parse_resolution(self.resolution)), "seed": self.seed}
 
     def _suite(self) -> dict[str, Any]:
-        from omegaconf import OmegaConf
-
-        from worldsim.config import config_dir
-
         if self.suite is None:
             return {}
-        path = Path(config_dir()) / "suite" / f"{self.suite}.yaml"
-        if not path.is_file():
-            valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
-            raise ValueError(f"data recipe: unknown suite {self.suite!r}; valid: {', '.join(valid)}")
-        return OmegaConf.to_container(OmegaConf.load(path))  # type: ignore[return-value]
+        try:
+            return load_group("suite", self.suite, instantiate=False)
+        except ValueError as e:
+            raise ValueError(f"data recipe: {e}") from None
 
     def scene_names(self) -> list[str]:
         return list(self.scenes or self._suite()["scenes"])
@@ -99,25 +101,9 @@ class DataRecipe:
         return Path(self.data_root) / f"{label}-{self.episodes}-{c['resolution'][0]}x{c['resolution'][1]}-{digest}"
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created) for a with-block, across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_data(data: Any, *, progress: bool = True) -> str | list[str]:
     """A data folder (or several) for ``data``: folders as they are, a recipe
     generated first (once; completed if a previous attempt was interrupted)."""
-    from worldsim.atomic import atomic_write_text
-    from worldsim.generate import StreamConfig, _group_config, generate_stream
-    from worldsim.sim.scenes.base import parse_resolution
-
     if isinstance(data, (str, os.PathLike)):
         return str(data)
     if isinstance(data, (list, tuple)):
@@ -139,9 +125,9 @@ def ensure_data(data: Any, *, progress: bool = True) -> str | list[str]:
         res = parse_resolution(recipe.resolution)
         counts = {"train": recipe.episodes, "test": recipe.test_episodes, "ood": recipe.ood_episodes}
         for scene_name in content["scenes"]:
-            scene = _group_config("scene", scene_name)
+            scene = load_group("scene", scene_name)
             for engine_name in content["engines"]:
-                engine = _group_config("engine", engine_name)
+                engine = load_group("engine", engine_name)
                 for split, n in counts.items():
                     if n:
                         stream = StreamConfig(scene=scene, engine=engine, episodes=n, frames=recipe.frames, resolution=res, seed=recipe.seed, split=split)
@@ -169,44 +155,19 @@ class AETrain:
     object_weight: float = 8.0
 
 
-@dataclass
-class Evaluation:
-    """What ``eval: true`` measures for the DiT stage (see :mod:`worldsim.compare`)."""
-
-    kind: str = "compare"  # compare | fidelity
-    scenes: list[str] | None = None  # null: every scene of the data
-    engine: str = "pybullet"
-    episodes: int = 8
-    horizon: int = 16
-    context: int = 4
-    split: str = "test"
-    baselines: list[str] = field(default_factory=lambda: ["copy_last", "constant_velocity", "autoencoder", "physical_variance"])
-    sampler_steps: int = 4
-    videos: int = 2
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("compare", "fidelity"):
-            raise ValueError(f"evaluation.kind must be compare or fidelity, got {self.kind!r}")
-
-
-def run_experiment(plain: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progress: bool = True) -> dict[str, Any]:
     """Everything ``python -m worldsim.train`` does for one run, from the resolved
-    config as a plain dict (``out`` set to the run directory)."""
-    import torch
-
-    from worldsim.atomic import atomic_write_text
-    from worldsim.train import OptimConfig, TrainConfig, config_from_plain, train
-
+    config as a plain dict (``out`` set to the run directory); ``judge`` judges it
+    when ``eval`` (or ``eval_only``) is set."""
     plain = dict(plain)
     out = Path(plain["out"])
     do_eval = bool(plain.pop("eval", False))
-    evaluation = Evaluation(**(plain.pop("evaluation", None) or {}))
+    evaluation = dict(plain.pop("evaluation", None) or {})
     ae_train = AETrain(**(plain.pop("ae_train", None) or {}))
     threads = plain.pop("threads", None)
     plain.pop("name", None)
     plain.pop("tag", None)
-    if threads:
-        torch.set_num_threads(int(threads))
+    set_threads(threads)
     digest = config_hash({**plain, "eval": do_eval})
     done = out / "done.json"
     if done.is_file() and not plain.get("eval_only"):
@@ -243,7 +204,9 @@ def run_experiment(plain: dict[str, Any], *, progress: bool = True) -> dict[str,
         "loss": compute[cfg.stage].get("loss"),
     }
     if do_eval or cfg.eval_only:
-        result["eval"] = evaluate_run(cfg, evaluation, progress=progress)
+        if judge is None:
+            raise ValueError("eval=true or eval_only=true needs a judge (python -m worldsim.train passes worldsim.evaluate.runs.judge_run)")
+        result["eval"] = judge(cfg, evaluation)
     if int(os.environ.get("RANK", "0")) == 0 and not cfg.eval_only:  # rank 0 writes; an evaluation alone finishes nothing
         atomic_write_text(done, json.dumps(result, indent=1, default=float))
     return result
@@ -252,105 +215,3 @@ def run_experiment(plain: dict[str, Any], *, progress: bool = True) -> dict[str,
 def _summary(out: Path) -> dict[str, Any]:
     path = out / "train_summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def evaluate_run(cfg: Any, evaluation: Evaluation, *, progress: bool = True) -> dict[str, Any]:
-    """The run's figures: reconstruction (autoencoder) or paired rollouts per scene
-    (DiT), written under ``out/eval/``; returns the headline numbers."""
-    from worldsim.atomic import atomic_write_text
-    from worldsim.train import train
-
-    out = Path(cfg.out)
-    if cfg.stage == "autoencoder":
-        return train(dataclasses.replace(cfg, eval_only=True))
-    if evaluation.kind == "fidelity":
-        return evaluate_fidelity(cfg, evaluation)
-    from worldsim.compare import CompareConfig
-    from worldsim.compare import run as compare
-    from worldsim.data.dataset import select_episodes
-
-    roots = cfg.data if isinstance(cfg.data, list) else [cfg.data]
-    scenes = evaluation.scenes or sorted({r["scene"] for root in roots for r in select_episodes(root, split=None)})
-    headline: dict[str, Any] = {}
-    for scene in scenes:
-        c = CompareConfig(
-            checkpoint=str(out), scene=scene, engine=evaluation.engine, episodes=evaluation.episodes, horizon=evaluation.horizon,
-            context=evaluation.context, split=evaluation.split, out=str(out / "eval" / scene), baselines=list(evaluation.baselines),
-            sampler_steps=evaluation.sampler_steps, videos=evaluation.videos, device=cfg.device, precision=cfg.precision,
-        )
-        r = compare(c)
-        curves = r["model"]
-        headline[scene] = {
-            "position_error_px": _at(curves, "position_error_px", 16),
-            "psnr": _at(curves, "psnr", 8),
-            "count_violation_rate": _mean(curves.get("count_violation_rate") or []),
-            "score": r.get("scores", {}).get("model", {}).get("score"),
-        }
-    keys = ("position_error_px", "psnr", "count_violation_rate", "score")
-    mean = {k: _mean([h[k] for h in headline.values()]) for k in keys}
-    result = {"scenes": headline, "mean": mean}
-    atomic_write_text(out / "eval" / "summary.json", json.dumps(result, indent=1, default=float))
-    return result
-
-
-def fidelity_headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The fidelity probe's figures as one flat row (means over the probed scenes)."""
-    scenes = result["scenes"].values()
-
-    def mean(get: Any) -> float | None:
-        return _mean([get(s) for s in scenes])
-
-    row = {
-        "tf_lost": mean(lambda s: s["one_step"]["objects_lost"]),
-        "tf_err_px": mean(lambda s: s["one_step"]["position_error_px"]),
-        "tf_err_px_copy": mean(lambda s: s["one_step"]["position_error_px_copy_last"]),
-        "tf_latent_mse": mean(lambda s: s["one_step"]["latent_mse"]),
-        "tf_latent_mse_copy": mean(lambda s: s["one_step"]["latent_mse_copy_last"]),
-    }
-    for k in (1, 4, 16):
-        row[f"ar_err_px@{k}"] = mean(lambda s, k=k: s["autoregressive"]["position_error_px"].get(f"at_{k}"))
-        row[f"ar_lost@{k}"] = mean(lambda s, k=k: s["autoregressive"]["objects_lost"].get(f"at_{k}"))
-    row["ar_lost_mean"] = mean(lambda s: s["autoregressive"]["objects_lost_mean"])
-    row["count_violation_rate"] = mean(lambda s: s["autoregressive"]["count_violation_rate"])
-    row["break_agreement"] = mean(lambda s: s["autoregressive"]["break_agreement"])
-    row["steps_per_s"] = result.get("steps_per_s_single")
-    row["gate_one_step"] = result["gates"]["one_step"]
-    row["gate_autoregressive"] = result["gates"]["autoregressive"]
-    return row
-
-
-def evaluate_fidelity(cfg: Any, evaluation: Evaluation) -> dict[str, Any]:
-    """The fidelity probe on the run's data (test split) for its latest checkpoint and
-    every kept one before it (the curve against training FLOPs): ``out/eval/fidelity.json``,
-    ``out/eval/fidelity_curve.json``."""
-    from worldsim.atomic import atomic_write_text
-    from worldsim.checkpoint import latest_checkpoint
-    from worldsim.evaluate.fidelity import FidelityConfig, run_fidelity
-
-    out = Path(cfg.out)
-    data = cfg.data[0] if isinstance(cfg.data, list) else cfg.data
-    latest = latest_checkpoint(out)
-    curve = []
-    for ck in sorted((out / "checkpoints").glob("step_*.pt")):
-        r = run_fidelity(FidelityConfig(
-            checkpoint=str(ck), data=str(data), scenes=evaluation.scenes, engine=evaluation.engine, episodes=evaluation.episodes,
-            context=evaluation.context, horizon=evaluation.horizon, sampler_steps=evaluation.sampler_steps, device=cfg.device,
-            precision=cfg.precision, speed_steps=20 if ck == latest else 0,
-        ))
-        curve.append({"checkpoint": ck.name, "step": r["step"], "flops": r["train_flops"], **fidelity_headline(r)})
-        final = r
-    (out / "eval").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "eval" / "fidelity.json", json.dumps(final, indent=1))
-    atomic_write_text(out / "eval" / "fidelity_curve.json", json.dumps(curve, indent=1))
-    return {"mean": fidelity_headline(final), "scenes": final["scenes"], "curve": curve}
-
-
-def _at(curves: dict[str, Any], metric: str, step: int) -> float | None:
-    """A per-step metric at ``step`` (1-based), or at the last step if the horizon is shorter."""
-    curve = curves.get(metric) or []
-    return curve[min(step, len(curve)) - 1] if curve else None
-
-
-def _mean(values: list[Any]) -> float | None:
-    v = [float(x) for x in values if x is not None]
-    return sum(v) / len(v) if v else None

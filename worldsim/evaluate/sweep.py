@@ -1,0 +1,144 @@
+"""A sweep gathered into one table and plot (what ``python -m worldsim.report_sweep DIR`` writes).
+
+``DIR`` is a Hydra multirun folder of ``python -m worldsim.train -m ...`` (one
+sub-folder per run). Each finished run contributes a row: the settings that differ
+between runs (from each run's ``.hydra-rank0/overrides.yaml``), its training
+compute (measured FLOPs, autoencoder included, and wall time), its last loss and,
+if it was evaluated (``eval=true``), its headline figures. Writes
+``DIR/sweep.md``, ``DIR/sweep.csv`` and ``DIR/sweep.png`` (the error against
+training compute, log scale, one line per value of a varied setting).
+
+Options: ``--metric NAME`` (the plotted error: ``position_error_px`` by default when
+runs were evaluated, else ``loss``), ``--by KEY`` (the setting that makes the lines;
+default: the first varied one that is not the one compute grows with).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from matplotlib.figure import Figure
+
+from worldsim.atomic import atomic_write_text
+
+METRICS = ("position_error_px", "psnr", "count_violation_rate", "score")
+
+
+def _overrides(run: Path) -> dict[str, str]:
+
+    for name in (".hydra-rank0", ".hydra"):
+        path = run / name / "overrides.yaml"
+        if path.is_file():
+            items = yaml.safe_load(path.read_text()) or []
+            return dict(item.split("=", 1) for item in items if "=" in item)
+    return {}
+
+
+def collect(sweep: Path) -> list[dict[str, Any]]:
+    """One row per run folder under ``sweep`` (finished or not)."""
+    rows = []
+    for run in sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        done = run / "done.json"
+        info = json.loads(done.read_text()) if done.is_file() else {}
+        row: dict[str, Any] = {"run": run.name, "finished": done.is_file(), "overrides": _overrides(run)}
+        if not info:
+            summary = run / "train_summary.json"
+            if summary.is_file():
+                s = json.loads(summary.read_text())
+                info = {"flops": s.get("flops"), "wall_s": s.get("wall_s"), "loss": s.get("loss")}
+        row["flops"], row["wall_s"], row["loss"] = info.get("flops"), info.get("wall_s"), info.get("loss")
+        mean = (info.get("eval") or {}).get("mean") or {}
+        if not mean and isinstance(info.get("eval"), dict):  # an autoencoder's evaluation
+            mean = {k: v for k, v in info["eval"].items() if isinstance(v, (int, float))}
+        for k, v in mean.items():
+            row[k] = v
+        rows.append(row)
+    return rows
+
+
+def varied_keys(rows: list[dict[str, Any]], *, hidden: tuple[str, ...] = ("out", "hydra.sweep.dir")) -> list[str]:
+    keys = sorted({k for r in rows for k in r["overrides"] if k not in hidden})
+    return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    varied = varied_keys(rows)
+    extra = [m for m in METRICS if any(m in r for r in rows)]
+    extra += sorted({k for r in rows for k in r if k not in (*METRICS, "run", "finished", "overrides", "flops", "wall_s", "loss")})
+    header = [*varied, "finished", "train FLOPs", "wall s", "loss", *extra]
+    body = [[r["overrides"].get(k) for k in varied] + [r["finished"], r["flops"], r["wall_s"], r["loss"]] + [r.get(k) for k in extra] for r in rows]
+    return header, body
+
+
+def markdown(header: list[str], body: list[list[Any]], title: str) -> str:
+    lines = [f"# Sweep {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, rows: list[dict[str, Any]], metric: str, by: str | None) -> Path:
+
+
+    varied = varied_keys(rows)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        x, y = r.get("flops"), r.get(metric)
+        if x is None or y is None or not math.isfinite(float(y)) or x <= 0:
+            continue
+        label = f"{by}={r['overrides'].get(by)}" if by else "runs"
+        rest = ", ".join(f"{k}={r['overrides'].get(k)}" for k in varied if k != by)
+        groups.setdefault(label, []).append((float(x), float(y)))
+        ax.annotate(rest, (float(x), float(y)), fontsize=6, alpha=0.7)
+    for label, pts in sorted(groups.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (FLOPs)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against training compute")
+    if groups:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def report(sweep: str | Path, *, metric: str | None = None, by: str | None = None) -> dict[str, Path]:
+    """Write the sweep's table (Markdown, CSV) and plot; returns their paths."""
+    sweep = Path(sweep)
+    if not sweep.is_dir():
+        raise FileNotFoundError(f"no sweep folder at {sweep}")
+    rows = collect(sweep)
+    if not rows:
+        raise ValueError(f"{sweep} holds no runs (sub-folders of a python -m worldsim.train -m ... multirun)")
+    header, body = table(rows)
+    atomic_write_text(sweep / "sweep.md", markdown(header, body, str(sweep)))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows([["" if v is None else v for v in row] for row in body])
+    atomic_write_text(sweep / "sweep.csv", buf.getvalue())
+    metric = metric or ("position_error_px" if any(r.get("position_error_px") is not None for r in rows) else "loss")
+    varied = varied_keys(rows)
+    if by is None and varied:
+        by = varied[0] if len(varied) == 1 else next((k for k in varied if "episodes" not in k and "steps" not in k), varied[0])
+    png = plot(sweep / "sweep.png", rows, metric, by)
+    return {"markdown": sweep / "sweep.md", "csv": sweep / "sweep.csv", "plot": png}
