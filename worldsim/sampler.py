@@ -39,6 +39,7 @@ from PIL import Image
 from worldsim.atomic import atomic_path, atomic_write_text
 from worldsim.checkpoint import world_checkpoint
 from worldsim.data.episode import load_episode
+from worldsim.diffusion.flow import velocity_from
 from worldsim.diffusion.sampling import SamplerConfig, sample
 from worldsim.frames import to_model, to_uint8
 from worldsim.models.world import load_world
@@ -214,7 +215,8 @@ class Sampler:
             k = x.shape[0]
             tx = tuple(torch.cat([p] * k) for p in text)
             drop = action_drop | free
-            return self.model(x, t, torch.cat([acts] * k), tx, causal=False, text_drop=text_drop, action_drop=drop).float()
+            out = self.model(x, t, torch.cat([acts] * k), tx, causal=False, text_drop=text_drop, action_drop=drop).float()
+            return velocity_from(out, x, t, self.config.flow.prediction)
 
         cfg = SamplerConfig(method=method, steps=steps, text_scale=text_scale)
         gen = torch.Generator().manual_seed(seed)

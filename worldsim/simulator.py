@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldsim.diffusion.flow import add_noise
+from worldsim.diffusion.flow import add_noise, velocity_from
 from worldsim.diffusion.sampling import GUIDANCE_ROWS, SamplerConfig, combine_guidance, guidance_drops, ode_step, time_grid, uses_guidance
 from worldsim.frames import to_model, to_uint8
 from worldsim.models.dit import KVCache, TextState
@@ -72,6 +72,7 @@ class LearnedSimulator:
         self.sampler = sampler or SamplerConfig()
         self.window = window or self.config.history
         self.anchored = self.config.dit.anchor
+        self.prediction = self.config.flow.prediction
         self.use_cache = use_cache
         self.context_noise = self.sampler.context_noise if context_noise is None else context_noise
         self.height, self.width = self.config.data.resolution
@@ -229,6 +230,7 @@ class LearnedSimulator:
                 self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=st["frame"] - len(past),
                 anchor=anchors, anchored=anchored,
             ).float()[:, -1:]
+        v = velocity_from(v, self._rep(x).float(), torch.full((v.shape[0], 1), float(t), device=self.device), self.prediction)
         if st["branches"] == 1:
             return v
         return combine_guidance(*v.chunk(st["branches"]), self.sampler)

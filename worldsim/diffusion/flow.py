@@ -1,7 +1,13 @@
 """Rectified flow with per-frame noise levels (the training objective).
 
 A latent frame ``x0`` at noise level ``t`` in [0, 1] is ``x_t = (1 - t) x0 + t eps``;
-the model predicts the velocity ``v = eps - x0`` (SD3, Open-Sora 1.2). Every frame of
+the model predicts the velocity ``v = eps - x0`` (SD3, Open-Sora 1.2), or, with
+``prediction: sample``, the clean frame ``x0`` itself, from which the velocity is
+``(x_t - x0) / t`` (:func:`velocity_from`). Predicting the sample is what lets a small
+network start from a copy: its zero output at initialisation is the anchor frame
+unchanged, where a zero velocity leaves the starting noise in the frame, and the
+identity it would have to learn to remove that noise cannot pass through a token
+narrower than its patch. Every frame of
 a clip gets its own level, drawn logit-normal (most mass mid-way, where learning is
 hardest). Frames chosen as *context* (first k, last k, both ends, a random subset, or
 none) sit near ``t = 0`` with a little noise (against drift when the model's own
@@ -30,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 MASK_KINDS = ("none", "first", "last", "ends", "random")
+PREDICTIONS = ("velocity", "sample")
 
 
 @dataclass
@@ -48,6 +55,7 @@ class FlowConfig:
     events_drop: float = 0.5
     # The simulator's own task (simulator_inputs). Defaults reproduce models trained
     # before it existed; conf/stage/dit.yaml holds the recipe of docs/RECIPE.md.
+    prediction: str = "velocity"  # what the network outputs: velocity (eps - x0) | sample (x0; a difference when anchored)
     simulator_share: float = 0.0  # steps spent on it (the rest: the Sora modes above)
     object_weight: float = 1.0  # loss weight of latent pixels an object covers (in the frame or the one before)
     unroll: int = 0  # passes in which the history becomes the model's own one-step predictions (no gradient)
@@ -66,6 +74,8 @@ class FlowConfig:
             raise ValueError(f"flow.object_weight must be >= 1 (1: no weighting), got {self.object_weight}")
         if self.unroll < 0:
             raise ValueError(f"flow.unroll must be >= 0, got {self.unroll}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"flow.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
 
 def noise_levels(batch: int, frames: int, cfg: FlowConfig, gen: torch.Generator) -> torch.Tensor:
@@ -128,6 +138,7 @@ def training_inputs(
         "x_t": add_noise(x0, t, noise),
         "t": t,
         "target": noise - x0,
+        "target_sample": x0,
         "context": ctx.to(x0.device),
         "causal": causal,
         "text_drop": (torch.rand(b, generator=gen) < cfg.text_drop).to(x0.device),
@@ -184,6 +195,7 @@ def simulator_inputs(
         "x_t": torch.cat([hist, add_noise(y0, t, eps)], 1),
         "t": torch.cat([tau, t], 1),
         "target": torch.cat([torch.zeros_like(hist), eps - y0], 1),
+        "target_sample": torch.cat([torch.zeros_like(hist), y0], 1),
         "context": (~is_target)[None].expand(b, -1),
         "anchor": torch.cat([torch.zeros_like(hist), hist], 1) if anchor else None,
         "anchored": is_target[None].expand(b, -1) if anchor else None,
@@ -194,6 +206,16 @@ def simulator_inputs(
         "text_drop": (torch.rand(b, generator=gen) < cfg.text_drop).to(x0.device),
         "action_drop": (torch.rand(b, generator=gen) < cfg.action_drop).to(x0.device),
     }
+
+
+def velocity_from(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The velocity from the network's output ``out`` (B, T, C, H, W) at ``x_t`` and
+    levels ``t`` (B, T): the output itself, or ``(x_t - x0) / t`` for a predicted sample
+    (t held above 1e-3: the level of clean context frames, whose velocity nobody uses)."""
+    if prediction == "velocity":
+        return out
+    tt = t.to(out.dtype)[:, :, None, None, None].clamp_min(1e-3)
+    return (x_t.to(out.dtype) - out) / tt
 
 
 def object_weights(objects: torch.Tensor, latent_hw: tuple[int, int], weight: float) -> torch.Tensor:

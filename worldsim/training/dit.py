@@ -13,7 +13,7 @@ from torch import nn
 from worldsim.checkpoint import require_same
 from worldsim.config import typed
 from worldsim.data.latents import build_latent_cache
-from worldsim.diffusion.flow import flow_loss, object_weights, simulator_inputs, training_inputs
+from worldsim.diffusion.flow import flow_loss, object_weights, simulator_inputs, training_inputs, velocity_from
 from worldsim.diffusion.sampling import SamplerConfig, sample
 from worldsim.frames import to_uint8
 from worldsim.models.autoencoder import load_autoencoder
@@ -38,6 +38,7 @@ class DiTStage:
         model = {**options.model, "latent_channels": self.ae.latent_channels, "text_dim": self.text_config.dim}
         self.dit_config = typed(DiTConfig, model, "model")
         self.flow = options.flow
+        self.target = "target" if self.flow.prediction == "velocity" else "target_sample"
         if self.flow.simulator_share > 0 and self.dit_config.patch[0] != 1:
             raise ValueError(f"flow.simulator_share > 0 trains frame by frame: it needs model.patch[0] = 1, got {self.dit_config.patch}")
         tf = self.ae.temporal_factor
@@ -130,11 +131,11 @@ class DiTStage:
                 inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, text_drop=inp["text_drop"], action_drop=inp["action_drop"],
                 anchor=inp["anchor"], anchored=inp["anchored"], frame_index=idx, frame_mask=inp["frame_mask"],
             )
-            loss = flow_loss(v, inp["target"], inp["context"], None if weight is None else weight[:, idx])
+            loss = flow_loss(v, inp[self.target], inp["context"], None if weight is None else weight[:, idx])
             return loss, {"simulator": 1.0, "causal": 1.0}
         inp = training_inputs(x0, self.flow, gen)
         v = module(inp["x_t"], inp["t"], acts, captions, causal=inp["causal"], text_drop=inp["text_drop"], action_drop=inp["action_drop"])
-        loss = flow_loss(v, inp["target"], inp["context"], weight)
+        loss = flow_loss(v, inp[self.target], inp["context"], weight)
         return loss, {"simulator": 0.0, "causal": float(inp["causal"])}
 
     @torch.no_grad()
@@ -154,7 +155,9 @@ class DiTStage:
                 inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, anchor=inp["anchor"], anchored=inp["anchored"],
                 frame_index=idx, frame_mask=inp["frame_mask"],
             )
-            pred = inp["base"] + inp["x_t"][:, n:] - v[:, n:].float()  # (B, n, C, h, w) frames 1 .. T'-1, one Euler step from t = 1
+            x_t = inp["x_t"][:, n:]
+            y = x_t - velocity_from(v[:, n:].float(), x_t, inp["t"][:, n:], self.flow.prediction)  # one Euler step from t = 1
+            pred = inp["base"] + y  # (B, n, C, h, w) frames 1 .. T'-1
             history = torch.cat([x0[:, :1], pred[:, :-1]], 1)
         return torch.where(own.to(x0.device)[:, None, None, None, None], history, x0[:, :-1])
 
@@ -184,7 +187,8 @@ class DiTStage:
         def velocity(x: torch.Tensor, t: torch.Tensor, text_drop: torch.Tensor, action_drop: torch.Tensor) -> torch.Tensor:
             k = x.shape[0] // x0.shape[0]
             tx = tuple(torch.cat([p] * k) for p in text)
-            return model(x, t, torch.cat([acts] * k), tx, causal=False, text_drop=text_drop, action_drop=action_drop)
+            out = model(x, t, torch.cat([acts] * k), tx, causal=False, text_drop=text_drop, action_drop=action_drop)
+            return velocity_from(out, x, t, self.flow.prediction)
 
         gen = torch.Generator().manual_seed(seed)
         z = sample(velocity, tuple(x0.shape), SamplerConfig(steps=steps), gen, context=x0, context_mask=mask, device=x0.device)
