@@ -15,21 +15,22 @@ from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.sim.captions import caption_detailed
 from worldsim.simulator import LearnedSimulator
 from worldsim_envs._window import HumanWindow
-from worldsim_envs.physics_world import PhysicsWorldEnv, check_action
+from worldsim_envs.physics_world import EPISODE_FRAMES, PhysicsWorldEnv, check_action
 
 
 class _Worlds:
     """N learned worlds stepped together, each started from its physics twin."""
 
     def __init__(self, n: int, *, checkpoint: str | None, scene: str, engine: str, context: int, split: str, scene_overrides: dict[str, Any] | None,
-                 sampler_steps: int, text_scale: float, action_scale: float, window: int | None, device: str, precision: str):
+                 sampler_steps: int, text_scale: float, action_scale: float, window: int | None, device: str, precision: str,
+                 episode_frames: int = EPISODE_FRAMES):
         checkpoint = world_checkpoint(checkpoint)
         if context < 1:
             raise ValueError(f"context must be at least 1 frame, got {context}")
         sampler = SamplerConfig(steps=sampler_steps, text_scale=text_scale, action_scale=action_scale)
         self.sim = LearnedSimulator(checkpoint, device=device, precision=precision, sampler=sampler, window=window)
         res = f"{self.sim.height}x{self.sim.width}"
-        self.twins = [PhysicsWorldEnv(scene, engine, res, split, scene_overrides) for _ in range(n)]
+        self.twins = [PhysicsWorldEnv(scene, engine, res, split, scene_overrides, episode_frames=episode_frames) for _ in range(n)]
         self.context = context
         self.n = n
         self.captions = [""] * n
@@ -113,7 +114,8 @@ class LearnedWorldEnv(gym.Env):
 
     ``gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=PATH, scene="bouncing_balls",
     engine="pybullet", context=4, split="test", sampler_steps=4, text_scale=1.0,
-    action_scale=1.0, window=None, device="auto", precision="auto", render_mode=None)``.
+    action_scale=1.0, window=None, device="auto", precision="auto", episode_frames=32,
+    render_mode=None)``; ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
     model runs without them, with one warning).
@@ -136,12 +138,14 @@ class LearnedWorldEnv(gym.Env):
         device: str = "auto",
         precision: str = "auto",
         render_mode: str | None = None,
+        episode_frames: int = EPISODE_FRAMES,
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.worlds = _Worlds(
             1, checkpoint=checkpoint, scene=scene, engine=engine, context=context, split=split, scene_overrides=scene_overrides,
             sampler_steps=sampler_steps, text_scale=text_scale, action_scale=action_scale, window=window, device=device, precision=precision,
+            episode_frames=episode_frames,
         )
         h, w = self.worlds.sim.height, self.worlds.sim.width
         self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
@@ -215,6 +219,7 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
             window=kwargs.pop("window", None),
             device=kwargs.pop("device", "auto"),
             precision=kwargs.pop("precision", "auto"),
+            episode_frames=kwargs.pop("episode_frames", EPISODE_FRAMES),
         )
         if kwargs:
             raise TypeError(f"unknown arguments {sorted(kwargs)}")

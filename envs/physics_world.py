@@ -14,9 +14,11 @@ from worldsim.sim.scenes.base import parse_resolution
 from worldsim.sim.spec import SceneSpec
 from worldsim_envs._window import HumanWindow
 
-# The longest episode a spec is drawn for; the registration's max_episode_steps
-# (or make(..., max_episode_steps=N)) ends episodes earlier.
-SPEC_FRAMES = 1001
+# The episode length a spec is drawn for by default: what python -m worldsim.generate
+# writes (frames=32). A spec depends on it (the occlusion scene times its screens by
+# it), so the environment and a stored episode are the same world only with the same
+# length. Stepping may go on past it (up to max_episode_steps).
+EPISODE_FRAMES = 32
 
 
 def check_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
@@ -57,7 +59,11 @@ class PhysicsWorldEnv(gym.Env):
     ## Starting State
 
     A scene spec drawn from the scene's ranges with the environment's ``np_random``
-    (so ``reset(seed=s)`` fixes it), in the ``split``'s ranges.
+    (so ``reset(seed=s)`` fixes it), in the ``split``'s ranges, for an episode of
+    ``episode_frames``. Episode seeds are shared with stored data: a generated
+    episode (``manifest.jsonl``: ``seed``, ``split``, ``num_frames``) is the world
+    ``reset(seed=seed)`` starts with ``split=split, episode_frames=num_frames``, and
+    stepping it with the episode's ``actions[1:]`` gives its frames.
 
     ## Episode End
 
@@ -66,7 +72,7 @@ class PhysicsWorldEnv(gym.Env):
     ## Arguments
 
     ``gymnasium.make("PhysicsWorld-v0", scene="push", engine="mujoco", resolution=64,
-    split="test", scene_overrides=None, render_mode=None)``.
+    split="test", scene_overrides=None, episode_frames=32, render_mode=None)``.
     ``reset(seed=..., options={"scene": name or spec dict})``. ``info`` holds the
     detailed ``caption``, the ``spec``, per-object ``positions`` (pixels) and
     ``velocities`` (pixels/s), ``visible_pixels`` and the ``events`` so far.
@@ -82,6 +88,7 @@ class PhysicsWorldEnv(gym.Env):
         split: str = "test",
         scene_overrides: dict[str, Any] | None = None,
         render_mode: str | None = None,
+        episode_frames: int = EPISODE_FRAMES,
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -92,6 +99,9 @@ class PhysicsWorldEnv(gym.Env):
         self.engine = make_engine(engine)
         self.resolution = parse_resolution(resolution)
         self.split = split
+        if int(episode_frames) < 1:
+            raise ValueError(f"episode_frames must be at least 1, got {episode_frames}")
+        self.episode_frames = int(episode_frames)
         self.render_mode = render_mode
         h, w = self.resolution
         self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
@@ -106,7 +116,7 @@ class PhysicsWorldEnv(gym.Env):
         if isinstance(scene, dict):
             return SceneSpec.from_dict(scene)
         cfg = self.scene if scene is None else scene_config(scene, **self.scene_overrides)
-        return cfg.sample(rng, num_frames=SPEC_FRAMES, resolution=self.resolution, split=self.split)
+        return cfg.sample(rng, num_frames=self.episode_frames, resolution=self.resolution, split=self.split)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)

@@ -41,6 +41,7 @@ from worldsim.sim.engine import Engine
 from worldsim.sim.engines import EngineConfig
 from worldsim.sim.scenes import SPLITS, ConfigError, SceneConfig, episode_seed, parse_resolution
 from worldsim.sim.simulate import simulate
+from worldsim.sim.spec import SceneSpec
 from worldsim.video import tile, write_video
 
 log = logging.getLogger("worldsim.data.generation")
@@ -107,13 +108,31 @@ def process_engine(cfg: EngineConfig) -> Engine:
     return _ENGINE
 
 
+def world_spec(scene: SceneConfig, seed: int, *, frames: int, resolution: tuple[int, int], split: str) -> tuple[SceneSpec, np.random.Generator]:
+    """The world an episode seed names: its spec, and the generator the episode's
+    actions are then drawn from. ``PhysicsWorld-v0``'s ``reset(seed=...)`` starts from
+    the same spec, so a stored episode and the environment reset with the episode's
+    ``seed`` (manifest) are the same world."""
+    rng = np.random.default_rng(seed)
+    return scene.sample(rng, num_frames=frames, resolution=resolution, split=split), rng
+
+
+def simulate_seed(
+    scene: SceneConfig, engine: Engine, seed: int, *, frames: int, resolution: tuple[int, int], split: str
+) -> tuple[SceneSpec, dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Simulate the episode of an episode seed: its spec (with the agent's policy in its
+    labels), arrays and events; what :func:`make_episode` stores."""
+    spec, rng = world_spec(scene, seed, frames=frames, resolution=resolution, split=split)
+    actions = scene.action_source(spec, rng)
+    arrays, events = simulate(spec, engine, actions)
+    return spec, arrays, events
+
+
 def make_episode(stream: StreamConfig, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Simulate episode ``index`` of a stream: its arrays and its manifest line."""
     seed = episode_seed(stream.seed, stream.scene.name, stream.split, index)
-    rng = np.random.default_rng(seed)
-    spec = stream.scene.sample(rng, num_frames=stream.frames, resolution=stream.resolution, split=stream.split)
-    actions = stream.scene.action_source(spec, rng)
-    arrays, events = simulate(spec, process_engine(stream.engine), actions)
+    spec, arrays, events = simulate_seed(stream.scene, process_engine(stream.engine), seed, frames=stream.frames,
+                                         resolution=stream.resolution, split=stream.split)
     meta = {
         "id": stream.episode_id(index),
         "index": index,

@@ -1,14 +1,17 @@
 """Learned rollouts against the physics (what ``python -m worldsim.compare`` runs).
 
-Episode i (seed ``seed + i``) is the world ``PhysicsWorld-v0`` starts from with that
-seed: the physics runs ``context - 1`` steps with no command (the learned world's
-context, and its prompt the scene's description), then ``horizon`` steps under the
-scene's actions, which the learned worlds receive too (all of them stepped together,
-one batched model call). The physics runs once per episode; the learned worlds are
-handed its first frames. Every metric is computed per step of the horizon for the
-model and for each baseline (:data:`worldsim.evaluate.baselines.BASELINES`), objects
-read off the frames by the same detector; see :mod:`worldsim.evaluate.report` for
-the files and the score.
+The episodes are those of a stored split (``data=DIR``: its episodes of the scene and
+engine, in index order) or, without ``data``, the same episodes simulated afresh:
+episode i is episode i of the stream ``python -m worldsim.generate seed=SEED
+split=SPLIT frames=CONTEXT+HORIZON`` would write (its seed is
+``episode_seed(SEED, scene, split, i)``, and ``PhysicsWorld-v0`` reset with that seed is
+the same world). The physics runs once per episode, if at all; the learned worlds are
+handed its first ``context`` frames and the actions that led to them, told the scene
+as it is known before anything happens (the detailed caption without its events), and
+stepped together (one batched model call) under the episode's actions. Every metric is
+computed per step of the horizon for the model and for each baseline
+(:data:`worldsim.evaluate.baselines.BASELINES`), objects read off the frames by the same
+detector; see :mod:`worldsim.evaluate.report` for the files and the score.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ import torch
 from tqdm import tqdm
 
 from worldsim.checkpoint import world_checkpoint
+from worldsim.data.dataset import select_episodes
+from worldsim.data.episode import load_episode
+from worldsim.data.generation import simulate_seed
 from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.evaluate.baselines import BASELINES, BaselineTools, PhysicsEpisode
 from worldsim.evaluate.detect import detect_objects
@@ -31,23 +37,19 @@ from worldsim.evaluate.metrics import rollout_metrics
 from worldsim.evaluate.report import aggregate, plot_horizon, score, summarize, write_report, write_video
 from worldsim.models.world import load_world
 from worldsim.sim import palette
-from worldsim.sim.captions import caption_detailed
+from worldsim.sim.captions import caption_detailed, static_caption
 from worldsim.sim.engines import ENGINES, make_engine
-from worldsim.sim.scenes import scene_config
+from worldsim.sim.scenes import episode_seed, scene_config
 from worldsim.sim.scenes.base import parse_resolution
-from worldsim.sim.simulate import simulate
+from worldsim.sim.spec import SceneSpec
 from worldsim.simulator import LearnedSimulator
-
-# The length a world's spec is drawn for (what PhysicsWorld-v0 draws it for): a spec
-# depends on it (the occlusion scene times its screens by it), so the same seed gives
-# the same world only with the same length.
-SPEC_FRAMES = 1001
 
 
 @dataclass
 class CompareConfig:
     checkpoint: str | None = None  # a DiT run or checkpoint (default: the bundled reference model)
     checkpoint_b: str | None = None  # a second model to put beside the first
+    data: str | None = None  # a generated folder: score its stored episodes of the scene, engine and split (no physics rerun)
     scene: str = "bouncing_balls"
     engine: str = "pybullet"
     scene_overrides: dict[str, Any] = field(default_factory=dict)  # ranges of the scene config that differ from its defaults
@@ -77,38 +79,43 @@ class CompareConfig:
             raise ValueError("episodes, horizon and context must be at least 1")
 
 
-def physics_episode(cfg: CompareConfig, seed: int) -> PhysicsEpisode:
-    """The ground truth of one paired episode (the world PhysicsWorld-v0 resets to with ``seed``)."""
+def truth_episodes(cfg: CompareConfig) -> list[PhysicsEpisode]:
+    """The ground truth of every paired episode: stored (``cfg.data``) or simulated
+    (see the module docstring)."""
+    k, frames = cfg.context, cfg.context + cfg.horizon
+    out = []
+    if cfg.data:
+        rows = select_episodes(cfg.data, split=cfg.split, scenes=[cfg.scene], engines=[cfg.engine], min_frames=frames)
+        rows = sorted(rows, key=lambda r: r["index"])[: cfg.episodes]
+        if len(rows) < cfg.episodes:
+            raise ValueError(f"data={cfg.data} holds {len(rows)} {cfg.split} episodes of {cfg.scene} ({cfg.engine}) with {frames}+ frames; "
+                             f"{cfg.episodes} asked for: lower episodes, or generate more")
+        want = list(parse_resolution(cfg.resolution or 64))
+        for r in rows:
+            if list(r["resolution"]) != want:
+                raise ValueError(f"data={cfg.data}: episode {r['id']} is {r['resolution'][0]}x{r['resolution'][1]}, the model "
+                                 f"{want[0]}x{want[1]}; compare needs episodes at the model's resolution")
+            ep = load_episode(Path(cfg.data) / r["path"])
+            arrays = {key: ep[key][:frames] for key in ("frames", "segmentation", "actions", "positions", "velocities", "angles", "visible_pixels")}
+            spec = dataclasses.replace(SceneSpec.from_dict(r["params"]), num_frames=frames)
+            out.append(PhysicsEpisode(spec, arrays, r["events"], k, int(r["seed"]), static_caption(r["caption_detailed"])))
+        return out
     resolution = parse_resolution(cfg.resolution or 64)
     scene = scene_config(cfg.scene, **cfg.scene_overrides)
-    spec = scene.sample(np.random.default_rng(seed), num_frames=SPEC_FRAMES, resolution=resolution, split=cfg.split)
-    spec = dataclasses.replace(spec, num_frames=cfg.context + cfg.horizon, labels=dict(spec.labels))
-    prompt = caption_detailed(spec, [])  # before the action source adds the agent's policy to the labels
-    rng = np.random.default_rng([seed, 1])
-    source = scene.action_source(spec, rng)
-    k = cfg.context
-    if callable(source):
-        policy = source
-
-        def actions(t: int, state: dict[str, np.ndarray]) -> np.ndarray:  # no command during the context
-            return np.zeros(2, np.float32) if t < k else policy(t - k + 1, state)
-
-        acts: Any = actions
-    elif source is None:
-        acts = None
-    else:
-        acts = np.zeros((spec.num_frames, 2), np.float32)
-        acts[k:] = source[1 : cfg.horizon + 1]
     engine = make_engine(cfg.engine)
-    arrays, events = simulate(spec, engine, acts)
+    for i in tqdm(range(cfg.episodes), desc="physics", file=sys.stderr, leave=False):
+        seed = episode_seed(cfg.seed, cfg.scene, cfg.split, i)
+        spec, arrays, events = simulate_seed(scene, engine, seed, frames=frames, resolution=resolution, split=cfg.split)
+        out.append(PhysicsEpisode(spec, arrays, events, k, seed, caption_detailed(spec, [])))
     engine.close()
-    return PhysicsEpisode(spec, arrays, events, k, seed, prompt)
+    return out
 
 
 def learned_rollouts(checkpoint: str, cfg: CompareConfig, episodes: list[PhysicsEpisode]) -> np.ndarray:
     """Predicted frames (E, H, h, w, 3): the learned worlds, batched, from each episode's
-    first ``context`` frames and the scene's description, under the physics' actions.
-    World i's sampler noise is seeded as LearnedWorld-v0's is for the episode's seed."""
+    first ``context`` frames (and the actions that led to them) and its prompt, under the
+    episode's actions. World i's sampler noise is seeded as LearnedWorld-v0's is for the
+    episode's seed."""
     sampler = SamplerConfig(steps=cfg.sampler_steps, text_scale=cfg.text_scale, action_scale=cfg.action_scale)
     sim = LearnedSimulator(checkpoint, device=cfg.device, precision=cfg.precision, sampler=sampler)
     out = []
@@ -116,7 +123,8 @@ def learned_rollouts(checkpoint: str, cfg: CompareConfig, episodes: list[Physics
         chunk = episodes[start : start + cfg.batch]
         gens = [torch.Generator().manual_seed(int(np.random.default_rng(ep.seed).integers(2**62))) for ep in chunk]
         context = np.stack([ep.arrays["frames"][: cfg.context] for ep in chunk])
-        sim.reset(context, [ep.prompt for ep in chunk], gens)
+        context_actions = np.stack([ep.actions[: cfg.context] for ep in chunk]).astype(np.float32)
+        sim.reset(context, [ep.prompt for ep in chunk], gens, context_actions=context_actions)
         frames = [sim.step(np.stack([ep.actions[cfg.context + s] for ep in chunk]).astype(np.float32)) for s in range(cfg.horizon)]
         out.append(np.stack(frames, axis=1))
     return np.concatenate(out)
@@ -157,8 +165,7 @@ def run_compare(cfg: CompareConfig, *, keep: dict[str, list[np.ndarray]] | None 
     cfg = dataclasses.replace(cfg, resolution=f"{h}x{w}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = [cfg.seed + i for i in range(cfg.episodes)]
-    episodes = [physics_episode(cfg, s) for s in tqdm(seeds, desc="physics", file=sys.stderr, leave=False)]
+    episodes = truth_episodes(cfg)
     preds = {"model": learned_rollouts(checkpoint, cfg, episodes)}
     if cfg.checkpoint_b:
         preds["model_b"] = learned_rollouts(cfg.checkpoint_b, cfg, episodes)
