@@ -403,13 +403,17 @@ def bench_fidelity(args: argparse.Namespace) -> dict[str, Any]:
     ))
 
 
+LIST_OPTIONS = ("scenes", "engines")  # key=a,b gives the list [a, b]
+
+
 def flags(argv: list[str]) -> list[str]:
-    """``key=value`` arguments as ``--key value`` (``sampler_steps=4`` -> ``--sampler-steps 4``)."""
+    """``key=value`` arguments as ``--key value`` (``sampler_steps=4`` -> ``--sampler-steps 4``;
+    ``scenes=a,b`` -> ``--scenes a b``); paths may hold ``=`` and ``,``."""
     out = []
     for a in argv:
-        if not a.startswith("-") and "=" in a:
-            k, v = a.split("=", 1)
-            out += [f"--{k.replace('_', '-')}", *v.split(",")]
+        k, _, v = a.partition("=")
+        if not a.startswith("-") and v and k.replace("_", "").isalnum():
+            out += [f"--{k.replace('_', '-')}", *(v.split(",") if k in LIST_OPTIONS else [v])]
         else:
             out.append(a)
     return out

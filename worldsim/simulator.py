@@ -214,7 +214,7 @@ class LearnedSimulator:
         if self.use_cache:
             v = self.model.dit(
                 self._rep(x), tt, self._rep(act), st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=st["frame"],
-                anchor=None if anchor is None else self._rep(anchor),
+                anchor=None if anchor is None else self._rep(anchor), anchor_t=None if anchor is None else torch.full_like(tt, self.context_noise),
             ).float()
         else:  # recompute the window's frames every time
             past = st["history"]
@@ -228,7 +228,7 @@ class LearnedSimulator:
                 anchored[:, -1] = True
             v = self.model.dit(
                 self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=st["frame"] - len(past),
-                anchor=anchors, anchored=anchored,
+                anchor=anchors, anchored=anchored, anchor_t=None if anchors is None else torch.full(anchored.shape, self.context_noise, device=self.device),
             ).float()[:, -1:]
         v = velocity_from(v, self._rep(x).float(), torch.full((v.shape[0], 1), float(t), device=self.device), self.prediction)
         if st["branches"] == 1:

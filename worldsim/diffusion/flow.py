@@ -199,6 +199,7 @@ def simulator_inputs(
         "context": (~is_target)[None].expand(b, -1),
         "anchor": torch.cat([torch.zeros_like(hist), hist], 1) if anchor else None,
         "anchored": is_target[None].expand(b, -1) if anchor else None,
+        "anchor_t": torch.cat([torch.zeros_like(tau), tau], 1) if anchor else None,  # target k's anchor is history k - 1, at its level
         "base": base,
         "frame_index": frame_index,
         "frame_mask": frame_mask,

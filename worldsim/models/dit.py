@@ -274,6 +274,9 @@ class DiT(nn.Module):
         if config.anchor:
             self.anchor_embed = nn.Linear(self.patch_dim, d)  # the anchor frame's patches, beside the frame's own
             self.anchor_flag = nn.Parameter(torch.zeros(d))  # "this frame is a difference from its anchor"
+            # The anchor's own noise level (GameNGen embeds its context's): the frame the
+            # difference is taken from was noised at it, and the model must know how much to undo.
+            self.anchor_level_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -298,6 +301,9 @@ class DiT(nn.Module):
         if self.config.anchor:  # the anchor starts unseen: an anchored frame begins as a copy of it
             nn.init.zeros_(self.anchor_embed.weight)
             nn.init.zeros_(self.anchor_embed.bias)
+            nn.init.normal_(self.anchor_level_mlp[0].weight, std=0.02)
+            nn.init.zeros_(self.anchor_level_mlp[2].weight)
+            nn.init.zeros_(self.anchor_level_mlp[2].bias)
 
     # -- pieces ------------------------------------------------------------------------------------
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -362,6 +368,7 @@ class DiT(nn.Module):
         append: bool = False,  # store x's keys and values in the cache
         anchor: torch.Tensor | None = None,  # (B, T, C, H, W) the frame each anchored frame is a difference from
         anchored: torch.Tensor | None = None,  # (B, T) bool: which frames are anchored (default: all, if anchor is given)
+        anchor_t: torch.Tensor | None = None,  # (B, T) the noise level each anchor frame was given (default 0)
         frame_index: torch.Tensor | None = None,  # (T,) time index of each frame (default: frame_offset + 0, 1, ...)
         frame_mask: torch.Tensor | None = None,  # (T, T) bool: frame i attends to frame j (default: from causal)
     ) -> torch.Tensor:
@@ -395,7 +402,9 @@ class DiT(nn.Module):
                 torch.ones(b, frames, dtype=torch.bool, device=dev) if anchored is None else anchored.to(dev))
             a = torch.zeros_like(x) if anchor is None else torch.where(flag[:, :, None, None, None], anchor, torch.zeros_like(anchor))
             z = z + self.anchor_embed(self.patchify(a).to(z.dtype))  # (B, T', N, D)
-            cond = cond + flag[:, :, None].to(cond.dtype) * self.anchor_flag.to(cond.dtype)  # (B, T', D)
+            level = torch.zeros(b, frames, device=dev) if anchor_t is None else anchor_t.to(dev)
+            anchor_cond = self.anchor_flag + self.anchor_level_mlp(timestep_embedding(level, self.config.dim).to(cond.dtype))  # (B, T', D)
+            cond = cond + flag[:, :, None].to(cond.dtype) * anchor_cond.to(cond.dtype)  # (B, T', D)
 
         pt, ph, pw = self.config.patch
         first = frame_offset // pt

@@ -129,7 +129,7 @@ class DiTStage:
             idx = inp["frame_index"]  # (2(T'-1),) the clip frame of each frame of the sequence
             v = module(
                 inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, text_drop=inp["text_drop"], action_drop=inp["action_drop"],
-                anchor=inp["anchor"], anchored=inp["anchored"], frame_index=idx, frame_mask=inp["frame_mask"],
+                anchor=inp["anchor"], anchored=inp["anchored"], anchor_t=inp["anchor_t"], frame_index=idx, frame_mask=inp["frame_mask"],
             )
             loss = flow_loss(v, inp[self.target], inp["context"], None if weight is None else weight[:, idx])
             return loss, {"simulator": 1.0, "causal": 1.0}
@@ -153,7 +153,7 @@ class DiTStage:
             idx = inp["frame_index"]
             v = module(
                 inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, anchor=inp["anchor"], anchored=inp["anchored"],
-                frame_index=idx, frame_mask=inp["frame_mask"],
+                anchor_t=inp["anchor_t"], frame_index=idx, frame_mask=inp["frame_mask"],
             )
             x_t = inp["x_t"][:, n:]
             y = x_t - velocity_from(v[:, n:].float(), x_t, inp["t"][:, n:], self.flow.prediction)  # one Euler step from t = 1
