@@ -14,4 +14,4 @@ _os.environ.setdefault("MUJOCO_GL", "egl")
 
 __version__ = "0.1.0"
 
-from worldsim import _registration  # noqa: E402,F401  (registers the Gymnasium ids)
+from worldsim import registration  # noqa: E402,F401  (registers the Gymnasium ids)

@@ -1,19 +1,9 @@
-"""Generate episodes: ``python -m worldsim.generate scene=S engine=E episodes=N out=DIR ...``.
+"""Generate episodes: ``python -m worldsim.generate scene=S engine=E episodes=N out=DIR ...``
+(or ``suite=default`` for every scene in both engines and every split).
 
-Each (scene, engine, split) in a folder is a *stream* of episodes numbered 0, 1, ...;
-episode i's spec comes from ``episode_seed(seed, scene, split, i)``, so the output
-is byte-identical whatever ``workers`` is, and the two engines simulate the same
-specs. Episodes are written atomically and the manifest only ever names finished
-files, so a killed run leaves no half files and a rerun on the same folder completes
-it without redoing anything. A folder whose stream was made with another config is
-refused, never mixed.
-
-Layout::
-
-    DIR/manifest.jsonl                      one line per episode (worldsim.data.manifest)
-    DIR/episodes/SCENE/ENGINE/SPLIT/000000.npz
-    DIR/.worldsim/SCENE-ENGINE-SPLIT.json   the config each stream was made with
-    DIR/preview.mp4                         a grid of episodes, for people
+Resumable, byte-identical whatever ``workers`` is, and shardable
+(``-m shard=0,1,2,3 shards=4``); :mod:`worldsim.data.generation` does the work and
+describes the folder it writes.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from worldsim.data.episode import load_episode
 from worldsim.data.manifest import read_manifest
+from worldsim.frames import to_model
 
 
 class DataError(ValueError):
@@ -152,14 +153,14 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int | tuple[int, ...]) -> dict[str, Any]:
         """Item ``i``, or ``(i, seed[, frames])``: the window start then comes from
-        ``seed`` (what :class:`worldsim.train.StepBatches` passes, for exact resumes)."""
+        ``seed`` (what :class:`worldsim.training.loop.StepBatches` passes, for exact resumes)."""
         k, seed, length = parse_item(i, len(self.episodes), self.clip_frames)
         row = self.episodes[k]
         ep = self._load(k)
         start = window_start(row["id"], ep["frames"].shape[0], length, seed, first=self.window == "first")
         sl = slice(start, start + length)
         frames = torch.from_numpy(np.ascontiguousarray(ep["frames"][sl]))  # (T, H, W, 3) uint8
-        frames = frames.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (T, 3, H, W) in [-1, 1]
+        frames = to_model(frames)  # (T, 3, H, W) in [-1, 1]
         seg = ep["segmentation"][sl]
         return {
             "frames": frames,

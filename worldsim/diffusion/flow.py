@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 MASK_KINDS = ("none", "first", "last", "ends", "random")
 PREDICTIONS = ("velocity", "sample")
@@ -225,8 +226,9 @@ def object_weights(objects: torch.Tensor, latent_hw: tuple[int, int], weight: fl
     object changes both places), else 1."""
     m = objects.float()
     m = torch.maximum(m, torch.cat([m[:, :1], m[:, :-1]], 1))  # or in the previous frame
-    b, frames = m.shape[:2]
-    m = F.adaptive_max_pool2d(m.reshape(b * frames, 1, *m.shape[-2:]), latent_hw).reshape(b, frames, 1, *latent_hw)
+    b = m.shape[0]
+    m = F.adaptive_max_pool2d(rearrange(m, "b t h w -> (b t) 1 h w"), latent_hw)  # (B*T, 1, h, w)
+    m = rearrange(m, "(b t) 1 h w -> b t 1 h w", b=b)
     return 1.0 + (weight - 1.0) * m
 
 

@@ -14,9 +14,9 @@ import torch
 from worldsim.data.dataset import select_episodes
 from worldsim.data.episode import load_episode
 from worldsim.evaluate.detect import detect_objects
-from worldsim.evaluate.metrics import psnr, ssim
 from worldsim.frames import to_model, to_uint8
 from worldsim.models.autoencoder import Autoencoder
+from worldsim.pixel_metrics import psnr, ssim
 from worldsim.runtime import autocast
 from worldsim.sim import palette
 

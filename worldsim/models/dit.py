@@ -241,12 +241,13 @@ class Block(nn.Module):
         layer: int,
         append: bool,
     ) -> torch.Tensor:
-        b, t, n, d = x.shape
+        t = x.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, :, None].chunk(6, dim=-1)  # each (B, T, 1, D)
         h = self.norm1(x) * (1 + scale1) + shift1  # (B, T, N, D)
-        h = self.attn(h.reshape(b, t * n, d), rope, mask, cache, layer, append)  # (B, T*N, D)
-        x = x + gate1 * h.view(b, t, n, d)
-        x = x + self.cross(self.norm2(x).reshape(b, t * n, d), text_kv, text_mask).view(b, t, n, d)
+        h = self.attn(rearrange(h, "b t n d -> b (t n) d"), rope, mask, cache, layer, append)  # (B, T*N, D)
+        x = x + gate1 * rearrange(h, "b (t n) d -> b t n d", t=t)
+        h = self.cross(rearrange(self.norm2(x), "b t n d -> b (t n) d"), text_kv, text_mask)  # (B, T*N, D)
+        x = x + rearrange(h, "b (t n) d -> b t n d", t=t)
         h = self.norm3(x) * (1 + scale2) + shift2
         return x + gate2 * self.mlp(h)
 

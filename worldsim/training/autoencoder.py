@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from worldsim.checkpoint import require_same
-from worldsim.evaluate.metrics import psnr
 from worldsim.frames import to_uint8
 from worldsim.models.autoencoder import Autoencoder, reconstruction_loss
+from worldsim.pixel_metrics import psnr
 from worldsim.runtime import autocast
 from worldsim.training.stages import AutoencoderStageConfig
 from worldsim.video import image_grid

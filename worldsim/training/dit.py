@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from worldsim.checkpoint import require_same
@@ -99,7 +100,7 @@ class DiTStage:
         tf = self.ae.temporal_factor
         if tf == 1:
             return actions
-        rest = actions[:, 1:].reshape(actions.shape[0], -1, tf, actions.shape[-1]).mean(2)
+        rest = rearrange(actions[:, 1:], "b (t k) a -> b t k a", k=tf).mean(2)  # (B, T'-1, A)
         return torch.cat([actions[:, :1], rest], 1)
 
     def captions(self, captions: list[str], gen: torch.Generator) -> list[str]:
