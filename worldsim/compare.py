@@ -9,15 +9,13 @@ Writes ``metrics.json``, ``episodes.jsonl``, ``report.md``, ``horizon.png`` and
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from worldsim.config import config_dir
+from worldsim.config import entry_point, typed
 from worldsim.evaluate.compare import CompareConfig, run_compare
 from worldsim.sim.scenes import scene_config
 
@@ -30,23 +28,19 @@ def _overrides(scene: str, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if getattr(default, k, None) != v}
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="compare")
+@entry_point("compare")
 def main(cfg: DictConfig) -> None:
-    try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(plain, dict)
-        scene = plain.pop("scene")
-        scene.pop("_target_", None)
-        plain["scene"] = HydraConfig.get().runtime.choices["scene"]
-        plain["scene_overrides"] = _overrides(plain["scene"], scene)
-        plain["engine"] = plain.pop("engine")["name"]
-        result = run_compare(CompareConfig(**plain))
-        s = result["summary"]["model"]
-        print(f"wrote {Path(cfg.out).resolve()}: position error at step 16 {s.get('position_error_px', {}).get('at_16')}, "
-              f"score {result.get('scores', {}).get('model', {}).get('score')}")
-    except ValueError as e:
-        log.error("%s", e)
-        sys.exit(f"error: {e}")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    scene = plain.pop("scene")
+    scene.pop("_target_", None)
+    plain["scene"] = HydraConfig.get().runtime.choices["scene"]
+    plain["scene_overrides"] = _overrides(plain["scene"], scene)
+    plain["engine"] = plain.pop("engine")["name"]
+    result = run_compare(typed(CompareConfig, plain, "compare"))
+    s = result["summary"]["model"]
+    print(f"wrote {Path(cfg.out).resolve()}: position error at step 16 {s.get('position_error_px', {}).get('at_16')}, "
+          f"score {result.get('scores', {}).get('model', {}).get('score')}")
 
 
 if __name__ == "__main__":

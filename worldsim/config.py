@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,9 @@ def load_group(group: str, name: str, *, instantiate: bool = True) -> Any:
 
 
 def typed(kind: type, values: Any, key: str) -> Any:
-    """``kind(**values)`` with worldsim's error for unknown or bad keys (naming ``key``)."""
+    """``kind(**values)`` for a config dataclass, with worldsim's errors: unknown keys,
+    and values of the wrong kind for a field typed int, float, bool or str (or one of
+    those or None), are refused naming ``key.field``."""
     if isinstance(values, kind):
         return values
     if values is None:
@@ -58,7 +64,92 @@ def typed(kind: type, values: Any, key: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown keys {[f'{key}.{k}' for k in unknown]}; valid: {sorted(known)}")
+    hints = typing.get_type_hints(kind)
+    values = {k: _coerce(v, hints.get(k), f"{key}.{k}") for k, v in values.items()}
     try:
         return kind(**values)
     except TypeError as e:
         raise ValueError(f"{key}: {e}") from None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """A value checked against a simple field type (int, float, bool, str, or X | None)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            return value
+        hint = rest[0]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+    elif hint is int:
+        return whole(value, key)
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    elif hint is str and not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def whole(value: Any, key: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int, or ConfigGroupError-style ValueError naming ``key``
+    (``episodes=lots`` says so, instead of ``invalid literal for int()``)."""
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a whole number, got {value!r}") from None
+    if minimum is not None and n < minimum:
+        raise ValueError(f"{key} must be >= {minimum}, got {n}")
+    return n
+
+
+def refuse_file_outputs(argv: list[str], keys: tuple[str, ...] = ("out",)) -> None:
+    """Exit with a clear message when ``out=`` names an existing file: Hydra makes the
+    run folder before any worldsim code runs, and would fail with a raw FileExistsError."""
+    for a in argv:
+        key, _, value = a.partition("=")
+        if key.lstrip("+") in keys and value and Path(value).exists() and not Path(value).is_dir():
+            sys.exit(f"error: {key}={value} is a file, not a folder; pass a folder to write into (it is made if missing)")
+
+
+def entry_point(config_name: str, *, errors: tuple[type[BaseException], ...] = ()) -> Callable[[Callable[[Any], Any]], Callable[[], None]]:
+    """Make a Hydra task function (conf/CONFIG_NAME.yaml) a command line: a user's
+    mistake (a ValueError of worldsim's, or one of ``errors``; also when Hydra raises it
+    while instantiating a config) ends the program with ``error: <message>`` and
+    status 1, the message first, without a traceback."""
+    from hydra.errors import InstantiationException
+
+    caught = (ValueError, *errors)
+
+    def wrap(task: Callable[[Any], Any]) -> Callable[[], None]:
+        @functools.wraps(task)
+        def guarded(cfg: Any) -> Any:
+            try:
+                return task(cfg)
+            except InstantiationException as e:
+                cause = e.__cause__
+                if not isinstance(cause, caught):
+                    raise
+                sys.exit(f"error: {cause}")
+            except caught as e:
+                sys.exit(f"error: {e}")
+
+        import hydra
+
+        hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(guarded)
+
+        @functools.wraps(task)
+        def main() -> None:
+            refuse_file_outputs(sys.argv[1:])
+            hydra_main()
+
+        return main
+
+    return wrap

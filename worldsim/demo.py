@@ -18,25 +18,18 @@ override (``conf/demo.yaml``): ``python -m worldsim.demo episodes=8 horizon=32``
 from __future__ import annotations
 
 import logging
-import sys
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from worldsim.checkpoint import CheckpointError
-from worldsim.config import config_dir, typed
+from worldsim.config import entry_point, typed
 from worldsim.evaluate.demo import DemoConfig, run_demo
 
 log = logging.getLogger("worldsim.demo")
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="demo")
+@entry_point("demo")
 def main(cfg: DictConfig) -> None:
-    try:
-        run_demo(typed(DemoConfig, OmegaConf.to_container(cfg, resolve=True), "demo"))
-    except (ValueError, CheckpointError) as e:
-        log.error("%s", e)
-        sys.exit(f"error: {e}")
+    run_demo(typed(DemoConfig, OmegaConf.to_container(cfg, resolve=True), "demo"))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from worldsim.config import ConfigGroupError, config_dir, load_group
+from worldsim.config import entry_point, load_group, whole
 from worldsim.data.generation import StreamConfig, generate_stream, write_preview
 from worldsim.sim.scenes import SPLITS, ConfigError, parse_resolution
 
@@ -25,11 +24,11 @@ log = logging.getLogger("worldsim.generate")
 
 def streams_from_config(cfg: DictConfig) -> list[StreamConfig]:
     """The streams a generate config asks for: one, or every stream of a suite."""
-    common = dict(frames=int(cfg.frames), resolution=parse_resolution(cfg.resolution), seed=int(cfg.seed))
+    common = dict(frames=whole(cfg.frames, "frames"), resolution=parse_resolution(cfg.resolution), seed=whole(cfg.seed, "seed"))
     if cfg.get("suite") is None:
         scene = hydra.utils.instantiate(cfg.scene, _convert_="all")
         engine = hydra.utils.instantiate(cfg.engine, _convert_="all")
-        return [StreamConfig(scene=scene, engine=engine, episodes=int(cfg.episodes), split=str(cfg.split), **common)]
+        return [StreamConfig(scene=scene, engine=engine, episodes=whole(cfg.episodes, "episodes", minimum=0), split=str(cfg.split), **common)]
     streams = []
     for scene_name, counts in cfg.suite.scenes.items():
         bad = [k for k in counts if k not in SPLITS]
@@ -49,9 +48,10 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for stream in streams:
         rows += generate_stream(
-            stream, cfg.out, workers=int(cfg.workers), shard=int(cfg.shard), shards=int(cfg.shards), progress=bool(cfg.progress)
+            stream, cfg.out, workers=whole(cfg.workers, "workers", minimum=1), shard=whole(cfg.shard, "shard", minimum=0),
+            shards=whole(cfg.shards, "shards", minimum=1), progress=bool(cfg.progress)
         )
-    if cfg.preview and int(cfg.shard) == 0:
+    if cfg.preview and whole(cfg.shard, "shard") == 0:
         shown = rows
         if len(streams) > 1:  # a suite: the first episode of every stream
             firsts: dict[str, dict[str, Any]] = {}
@@ -65,13 +65,9 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="generate")
+@entry_point("generate")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (ConfigError, ConfigGroupError) as e:
-        log.error("%s", e)
-        sys.exit(f"error: {e}")
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,12 @@ worldsim.train ...`` runs data-parallel; a rerun on the same ``out`` resumes.
 from __future__ import annotations
 
 import logging
-import sys
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from worldsim.checkpoint import CheckpointError
-from worldsim.config import config_dir
+from worldsim.config import entry_point
 from worldsim.evaluate.runs import judge_run
 from worldsim.training.experiment import run_experiment
 from worldsim.training.loop import TrainingError
@@ -27,22 +24,18 @@ from worldsim.training.loop import TrainingError
 log = logging.getLogger("worldsim.train")
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@entry_point("train", errors=(TrainingError,))
 def main(cfg: DictConfig) -> None:
-    try:
-        hc = HydraConfig.get()
-        if hc.mode == RunMode.MULTIRUN:  # every job of a sweep: its own folder under the sweep's
-            OmegaConf.update(cfg, "out", hc.runtime.output_dir, force_add=True)
-        if OmegaConf.is_missing(cfg, "out") or OmegaConf.is_missing(cfg, "data"):
-            missing = [k for k in ("data", "out") if OmegaConf.is_missing(cfg, k)]
-            raise TrainingError(f"missing {' and '.join(missing)}: pass data=DIR out=RUN_DIR, or an experiment (experiment=tiny)")
-        plain = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(plain, dict)
-        plain.pop("experiment", None)
-        run_experiment(plain, judge=judge_run)  # type: ignore[arg-type]
-    except (TrainingError, CheckpointError, ValueError) as e:
-        log.error("%s", e)
-        sys.exit(f"error: {e}")
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:  # every job of a sweep: its own folder under the sweep's
+        OmegaConf.update(cfg, "out", hc.runtime.output_dir, force_add=True)
+    if OmegaConf.is_missing(cfg, "out") or OmegaConf.is_missing(cfg, "data"):
+        missing = [k for k in ("data", "out") if OmegaConf.is_missing(cfg, k)]
+        raise TrainingError(f"missing {' and '.join(missing)}: pass data=DIR out=RUN_DIR, or an experiment (experiment=tiny)")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    plain.pop("experiment", None)
+    run_experiment(plain, judge=judge_run)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -107,6 +107,8 @@ def load_episode(path: str | os.PathLike[str], *, frames: bool = True) -> dict[s
         out["meta"] = json.loads(meta_bytes.tobytes().decode())
     except Exception as e:
         raise EpisodeError(f"{path}: the meta record is not valid JSON ({e})") from e
+    if not isinstance(out["meta"], dict):
+        raise EpisodeError(f"{path}: the meta record must be a JSON object (the episode's manifest line), got {type(out['meta']).__name__}")
     validate_arrays(out, source=str(path), partial=not frames)
     return out
 
@@ -145,3 +147,8 @@ def validate_arrays(arrays: dict[str, Any], *, source: str = "episode", partial:
             raise EpisodeError(f"{source}: {k} has shape {arrays[k].shape}, expected {shape_text} = {want}")
     if T < 1:
         raise EpisodeError(f"{source}: an episode needs at least one frame")
+    for k in ("actions", "positions", "velocities", "angles"):
+        if not np.isfinite(arrays[k]).all():
+            bad = int((~np.isfinite(arrays[k])).sum())
+            raise EpisodeError(f"{source}: {k} holds {bad} NaN or infinite values; every recorded state is finite "
+                               "(hidden objects keep their true positions)")

@@ -25,6 +25,7 @@ import logging
 import multiprocessing as mp
 import os
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldsim.atomic import atomic_write_text
-from worldsim.data.episode import load_episode, save_episode
+from worldsim.data.episode import ARRAY_KEYS, load_episode, save_episode
 from worldsim.data.manifest import append_manifest, compact_manifest, read_manifest
 from worldsim.sim.captions import caption, caption_detailed
 from worldsim.sim.engine import Engine
@@ -161,20 +162,67 @@ def _write_episode(job: tuple[StreamConfig, int, str]) -> dict[str, Any]:
 
 
 # -- a stream -------------------------------------------------------------------------------
+def _identity_path(root: Path, stream: StreamConfig) -> Path:
+    return root / ".worldsim" / f"{stream.name}.json"
+
+
 def _check_identity(root: Path, stream: StreamConfig) -> None:
-    path = root / ".worldsim" / f"{stream.name}.json"
-    ident = stream.identity()
+    """Refuse a folder whose stream was made with another config. The config is
+    recorded with the stream's first episode (:func:`_record_identity`), so a run that
+    failed before writing any episode leaves nothing that refuses the next one."""
+    path = _identity_path(root, stream)
     if path.exists():
         old = json.loads(path.read_text())
-        if old != ident:
-            diffs = _diff(old, ident)
+        if old != stream.identity():
+            diffs = _diff(old, stream.identity())
             raise ConfigError(
                 f"{root} already holds {stream.name} episodes made with another config "
                 f"({'; '.join(diffs[:6])}). Use a new out directory, or rerun with the original settings "
                 "to complete it."
             )
-        return
-    atomic_write_text(path, json.dumps(ident, indent=1, sort_keys=True))
+
+
+def _record_identity(root: Path, stream: StreamConfig) -> None:
+    path = _identity_path(root, stream)
+    if not path.exists():
+        atomic_write_text(path, json.dumps(stream.identity(), indent=1, sort_keys=True))
+
+
+def episode_intact(path: Path) -> bool:
+    """Whether an episode file is whole, cheaply: a readable zip directory that lists
+    every array, members that fit in the file. (A file cut short by a crash or a full
+    disk loses its directory, which sits at the end.)"""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+    names = {i.filename.removesuffix(".npy") for i in infos}
+    return set(ARRAY_KEYS) | {"meta"} <= names and sum(i.compress_size for i in infos) <= path.stat().st_size
+
+
+def check_memory(stream: StreamConfig, workers: int) -> None:
+    """Refuse, before any work, a stream whose episodes cannot fit in this machine's
+    memory (each worker holds one episode's frames and masks, and the writer a copy)."""
+    h, w = stream.resolution
+    need = 2 * workers * stream.frames * h * w * 4  # RGB + segmentation bytes, twice over
+    available = memory_available()
+    if available is not None and need > available:
+        raise ConfigError(
+            f"{stream.name}: {stream.frames} frames of {h}x{w} need about {need / 2**30:.1f} GiB with workers={workers}, "
+            f"and this machine has {available / 2**30:.1f} GiB available; lower resolution, frames or workers"
+        )
+
+
+def memory_available() -> int | None:
+    """Bytes of memory available (Linux's MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -224,18 +272,29 @@ def generate_stream(
     if not 0 <= shard < shards:
         raise ConfigError(f"shard must be in [0, shards), got shard={shard} shards={shards}")
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"out={root} is a file, not a folder; pass a folder for the episodes (it is made if missing)")
+    check_memory(stream, workers)
     root.mkdir(parents=True, exist_ok=True)
     _check_identity(root, stream)
     mine = [i for i in range(stream.episodes) if i % shards == shard]
     _recover(root, stream, mine)
+    broken = [i for i in mine if (root / stream.episode_path(i)).exists() and not episode_intact(root / stream.episode_path(i))]
+    if broken:
+        log.warning("%s: %d episode file(s) on disk are not whole (e.g. %s); regenerating them", stream.name, len(broken),
+                    stream.episode_path(broken[0]))
+        for i in broken:
+            (root / stream.episode_path(i)).unlink()
     todo = [i for i in mine if not (root / stream.episode_path(i)).exists()]
     if len(todo) < len(mine):
         log.info("%s: %d of %d episodes already on disk", stream.name, len(mine) - len(todo), len(mine))
+        _record_identity(root, stream)
     jobs = [(stream, i, str(root)) for i in todo]
     bar = tqdm(total=len(jobs), desc=stream.name, unit="ep", disable=not progress or not jobs, file=sys.stderr)
     try:
         for meta in _run(jobs, workers):
             append_manifest(root, [meta])
+            _record_identity(root, stream)
             bar.update()
     finally:
         bar.close()

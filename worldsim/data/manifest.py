@@ -48,12 +48,12 @@ def manifest_path(root: str | os.PathLike[str]) -> Path:
     return Path(root) / MANIFEST
 
 
-def read_manifest(root: str | os.PathLike[str], *, strict: bool = False) -> list[dict[str, Any]]:
+def read_manifest(root: str | os.PathLike[str], *, strict: bool = False, malformed: list[str] | None = None) -> list[dict[str, Any]]:
     """All complete lines of ``root/manifest.jsonl`` (an empty list if there is none).
 
     A final line without its newline (a write cut short) is skipped with a warning;
     any other malformed line raises ManifestError, or is skipped with a warning
-    unless ``strict``.
+    unless ``strict``. ``malformed``, if given, receives the text of every line skipped.
     """
     path = manifest_path(root)
     if not path.exists():
@@ -77,6 +77,8 @@ def read_manifest(root: str | os.PathLike[str], *, strict: bool = False) -> list
             if strict and not last:
                 raise ManifestError(msg) from e
             warnings.warn(msg + "; skipped", stacklevel=2)
+            if malformed is not None:
+                malformed.append(line)
             continue
         out.append(row)
     return out
@@ -118,15 +120,29 @@ def append_manifest(root: str | os.PathLike[str], rows: Iterable[dict[str, Any]]
             os.fsync(f.fileno())
 
 
+QUARANTINE = "manifest.quarantine.jsonl"
+
+
 def compact_manifest(root: str | os.PathLike[str], *, order: Any = None) -> list[dict[str, Any]]:
     """Rewrite the manifest atomically, under the lock: complete lines only, one per
     id (the last wins), only episodes whose file exists, sorted by ``order`` (a key
-    function; default: by id). Returns the rows written."""
+    function; default: by id). Returns the rows written.
+
+    A line it cannot parse is never dropped: it is first appended to
+    ``manifest.quarantine.jsonl`` beside the manifest (with a warning naming it), to
+    be mended there and appended back."""
     root = Path(root)
     with _Locked(root):
+        bad: list[str] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rows = read_manifest(root)
+            rows = read_manifest(root, malformed=bad)
+        if bad:
+            quarantine = root / QUARANTINE
+            kept = quarantine.read_text() if quarantine.exists() else ""
+            atomic_write_text(quarantine, kept + "".join(line + "\n" for line in bad))
+            warnings.warn(f"{manifest_path(root)}: {len(bad)} malformed line(s) moved to {quarantine}; mend them there and "
+                          "append them back to keep those episodes listed", stacklevel=2)
         by_id = {r["id"]: r for r in rows if (root / r["path"]).is_file()}
         out = sorted(by_id.values(), key=order or (lambda r: r["id"]))
         atomic_write_text(manifest_path(root), "".join(json.dumps(r, sort_keys=True) + "\n" for r in out))

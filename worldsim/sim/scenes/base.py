@@ -47,22 +47,27 @@ def episode_seed(seed: int, scene: str, split: str, index: int) -> int:
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+MAX_SIDE = 4096
+
+
 def parse_resolution(value: Any) -> tuple[int, int]:
     """``64`` -> (64, 64); ``"48x64"`` -> (48, 64) as (height, width)."""
-    if isinstance(value, (int, np.integer)):
+    bad = ConfigError(f"resolution must be an integer or HxW such as 48x64, got {value!r}")
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         h = w = int(value)
-    elif isinstance(value, str) and "x" in value.lower():
+    elif isinstance(value, str):
         parts = value.lower().split("x")
-        try:
-            h, w = int(parts[0]), int(parts[1])
-        except ValueError:
-            raise ConfigError(f"resolution must be an integer or HxW such as 48x64, got {value!r}") from None
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+            raise bad
+        h, w = int(parts[0]), int(parts[-1])
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
         h, w = int(value[0]), int(value[1])
     else:
-        raise ConfigError(f"resolution must be an integer or HxW such as 48x64, got {value!r}")
+        raise bad
     if h < 8 or w < 8:
         raise ConfigError(f"resolution must be at least 8x8, got {h}x{w}")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise ConfigError(f"resolution {h}x{w} is beyond {MAX_SIDE} pixels a side; worldsim's scenes are meant for small frames (64 by default)")
     return h, w
 
 
@@ -81,9 +86,15 @@ def word(rng: np.random.Generator, words: Words) -> tuple[str, float]:
     return name, uniform(rng, words[name])
 
 
+def finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
 def check_range(key: str, r: Any, *, lo: float | None = None, hi: float | None = None, integer: bool = False) -> None:
     if not (isinstance(r, (list, tuple)) and len(r) == 2):
         raise ConfigError(f"{key} must be a [lo, hi] range, got {r!r}")
+    if not all(finite_number(x) for x in r):
+        raise ConfigError(f"{key} must be a range of two finite numbers, got {r!r}")
     a, b = r
     if integer and (int(a) != a or int(b) != b):
         raise ConfigError(f"{key} must be a range of whole numbers, got {r!r}")
@@ -142,6 +153,7 @@ class SceneConfig:
     ACTION_SOURCES: ClassVar[tuple[str, ...]] = ("random", "scripted", "mixed")
 
     def __post_init__(self) -> None:
+        self._check_finite()
         if self.fps <= 0 or self.substeps <= 0:
             raise ConfigError(f"scene.fps and scene.substeps must be positive, got {self.fps} and {self.substeps}")
         if self.box_height <= 0:
@@ -167,6 +179,22 @@ class SceneConfig:
         for k, v in self.ood.items():
             if ranges_overlap(getattr(self, k), v):
                 raise ConfigError(f"scene.ood.{k} = {v} overlaps the training range {getattr(self, k)}; held-out ranges must be disjoint")
+
+    def _check_finite(self) -> None:
+        """Every number of the config finite (NaN and inf refused first, by key), before
+        any range is compared with another."""
+        def walk(key: str, v: Any) -> None:
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    walk(f"{key}.{k}", x)
+            elif isinstance(v, (list, tuple)):
+                for x in v:
+                    walk(key, x)
+            elif isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
+                raise ConfigError(f"scene.{key} holds {v}; every range must be finite numbers")
+
+        for f in dataclasses.fields(self):
+            walk(f.name, getattr(self, f.name))
 
     # -- public ------------------------------------------------------------------------
     def for_split(self, split: str) -> "SceneConfig":
