@@ -40,6 +40,10 @@ class _Worlds:
         """Start every world: world i's physics twin is reset with ``seeds[i]`` (or a
         seed drawn from ``rngs[i]``), its sampler noise seeded from ``rngs[i]``."""
         frames, prompts, gens = [], [], []
+        for opt in options:
+            unknown = sorted(set(opt) - {"prompt", "frames", "scene"})
+            if unknown:
+                raise ValueError(f"LearnedWorld-v0 reset options are 'prompt', 'frames' and 'scene', got {unknown}")
         for twin, rng, opt, seed in zip(self.twins, rngs, options, seeds):
             given = opt.get("frames")
             if given is not None:
@@ -56,6 +60,9 @@ class _Worlds:
             prompt = opt.get("prompt")
             if prompt is None:  # what the twin knows that its first frames do not show
                 prompt = caption_detailed(twin.spec_, []) if twin.spec_ is not None else ""
+            elif not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"options['prompt'] must be a description of the scene (a non-empty string), got {prompt!r}; "
+                                 "leave it out to use the physics twin's description")
             prompts.append(prompt)
             gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
         if len({f.shape for f in frames}) > 1:
@@ -90,8 +97,9 @@ class LearnedWorldEnv(gym.Env):
     ## Action Space
 
     ``Box(-1, 1, (2,), float32)``, as ``PhysicsWorld-v0``: the agent's target
-    velocity (x right, y up); scenes without an agent ignore it. Finite values outside
-    [-1, 1] are clipped; a wrong shape or dtype, NaN or inf raises ``ValueError``.
+    velocity (x right, y up); scenes without an agent ignore it. Floats or integers are
+    taken (as float32), finite values outside [-1, 1] clipped; a wrong shape, a
+    non-numeric dtype, NaN or inf raises ``ValueError``.
 
     ## Observation Space
 
@@ -155,8 +163,11 @@ class LearnedWorldEnv(gym.Env):
         self._frame: np.ndarray | None = None
         self._window = HumanWindow("LearnedWorld")
         self._steps = 0
+        self._closed = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        if self._closed:
+            raise gym.error.ClosedEnvironmentError("this LearnedWorld-v0 is closed; make a new one with gymnasium.make")
         super().reset(seed=seed)
         self._frame = self.worlds.reset([self.np_random], [dict(options or {})], [seed])[0]
         self._steps = 0
@@ -165,6 +176,8 @@ class LearnedWorldEnv(gym.Env):
         return self._frame.copy(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._closed:
+            raise gym.error.ClosedEnvironmentError("this LearnedWorld-v0 is closed; make a new one with gymnasium.make")
         if self._frame is None:
             raise RuntimeError("call reset() before step()")
         a = check_action(action, self.action_space)
@@ -188,6 +201,7 @@ class LearnedWorldEnv(gym.Env):
     def close(self) -> None:
         self._window.close()
         self.worlds.close()
+        self._closed = True
 
 
 class LearnedWorldVectorEnv(gym.vector.VectorEnv):

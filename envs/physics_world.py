@@ -22,11 +22,14 @@ EPISODE_FRAMES = 32
 
 
 def check_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
-    """The action as float32, finite values clipped into the space; ValueError
-    naming the expected space for a wrong shape, dtype, NaN or inf."""
+    """The action as float32: any real numbers of the space's shape (floats or
+    integers, e.g. ``[1, 0]``), finite values outside the space clipped into it;
+    ValueError naming the expected space for a wrong shape, a non-numeric dtype
+    (booleans, strings, objects), NaN or inf."""
     a = np.asarray(action)
-    if a.shape != space.shape or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"action must be a {space} (float32 of shape {space.shape}), got {a.dtype} of shape {a.shape}")
+    numeric = (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)) and a.dtype != np.bool_
+    if a.shape != space.shape or not numeric:
+        raise ValueError(f"action must be a {space} (real numbers of shape {space.shape}), got {a.dtype} of shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"action {a} holds NaN or inf; the action space is {space}")
     return np.clip(a.astype(np.float32), space.low, space.high)
@@ -45,8 +48,9 @@ class PhysicsWorldEnv(gym.Env):
 
     ``Box(-1, 1, (2,), float32)``: the agent's target velocity, x right and y up,
     times 1.5 m/s (see :class:`worldsim.sim.spec.AgentSpec`). Scenes without an agent
-    (``scene_overrides={"agent": True}`` adds one) ignore it. Finite values outside
-    [-1, 1] are clipped; a wrong shape or dtype, NaN or inf raises ``ValueError``.
+    (``scene_overrides={"agent": True}`` adds one) ignore it. Floats or integers are
+    taken (as float32), finite values outside [-1, 1] clipped; a wrong shape, a
+    non-numeric dtype, NaN or inf raises ``ValueError``.
 
     ## Observation Space
 
@@ -110,6 +114,7 @@ class PhysicsWorldEnv(gym.Env):
         self.spec_: SceneSpec | None = None
         self._frame: np.ndarray | None = None
         self._window = HumanWindow(f"PhysicsWorld: {self.scene_name} ({self.engine_name})")
+        self._closed = False
 
     def sample_spec(self, rng: np.random.Generator, scene: Any = None) -> SceneSpec:
         """The spec a reset with this generator starts from (what LearnedWorld's twin uses)."""
@@ -119,8 +124,13 @@ class PhysicsWorldEnv(gym.Env):
         return cfg.sample(rng, num_frames=self.episode_frames, resolution=self.resolution, split=self.split)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._require_open()
         super().reset(seed=seed)
         options = options or {}
+        unknown = sorted(set(options) - {"scene"})
+        if unknown:
+            raise ValueError(f"PhysicsWorld-v0 reset options take only 'scene' (a name or a spec dict), got {unknown}"
+                             + ("; 'prompt' and 'frames' are LearnedWorld-v0's" if {"prompt", "frames"} & set(unknown) else ""))
         self.spec_ = self.sample_spec(self.np_random, options.get("scene"))
         self.engine.reset(self.spec_)
         self._frame, ids = self.engine.render()
@@ -129,7 +139,12 @@ class PhysicsWorldEnv(gym.Env):
             self.render()
         return self._frame.copy(), self._info()
 
+    def _require_open(self) -> None:
+        if self._closed:
+            raise gym.error.ClosedEnvironmentError("this PhysicsWorld-v0 is closed; make a new one with gymnasium.make")
+
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self._require_open()
         if self.spec_ is None:
             raise RuntimeError("call reset() before step()")
         a = check_action(action, self.action_space)
@@ -166,3 +181,4 @@ class PhysicsWorldEnv(gym.Env):
     def close(self) -> None:
         self._window.close()
         self.engine.close()
+        self._closed = True

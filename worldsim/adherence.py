@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from worldsim.config import entry_point, typed
+from worldsim.config import entry_point, job_config, typed
 from worldsim.evaluate.adherence import AdherenceConfig, run_adherence, summary_markdown
 
 log = logging.getLogger("worldsim.adherence")
@@ -22,7 +22,7 @@ log = logging.getLogger("worldsim.adherence")
 
 @entry_point("adherence")
 def main(cfg: DictConfig) -> None:
-    result = run_adherence(typed(AdherenceConfig, OmegaConf.to_container(cfg, resolve=True), "adherence"))
+    result = run_adherence(typed(AdherenceConfig, job_config(cfg), "adherence"))
     print(summary_markdown(result))
     print(f"wrote {Path(cfg.out).resolve() / 'adherence.json'}")
 

@@ -113,13 +113,22 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None, ma
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e}); it may be truncated or from another program") from e
+        raise CheckpointError(f"{p}: not a readable checkpoint ({load_failure(e)}); it may be truncated or from another program") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{p}: not a worldsim checkpoint (keys: {list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
     if kind is not None and ckpt.get("kind") != kind:
         raise CheckpointError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
     ckpt["path"] = str(p)
     return ckpt
+
+
+def load_failure(e: Exception) -> str:
+    """Why a file did not load, in one line. PyTorch's advice to load with
+    ``weights_only=False`` is never passed on: that would run code from the file."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    if "weights_only" in str(e) or "Unpickler" in str(e):
+        return "it holds objects other than tensors and plain data, which worldsim never unpickles"
+    return f"{type(e).__name__}: {first[:300]}"
 
 
 def _load_safetensors(p: Path, map_location: str) -> dict[str, Any]:
@@ -132,7 +141,7 @@ def _load_safetensors(p: Path, map_location: str) -> dict[str, Any]:
             meta = json.loads((f.metadata() or {}).get("worldsim", "null"))
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise CheckpointError(f"{p}: not a readable safetensors file ({type(e).__name__}: {e}); it may be truncated") from e
+        raise CheckpointError(f"{p}: not a readable safetensors file ({load_failure(e)}); it may be truncated") from None
     if not isinstance(meta, dict) or "config" not in meta:
         raise CheckpointError(f"{p}: a safetensors file without worldsim metadata; export one with python -m worldsim.export")
     ckpt: dict[str, Any] = {

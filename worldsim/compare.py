@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from worldsim.config import entry_point, typed
+from worldsim.config import entry_point, job_config, typed
 from worldsim.evaluate.compare import CompareConfig, run_compare
 from worldsim.sim.scenes import scene_config
 
@@ -30,7 +30,7 @@ def _overrides(scene: str, values: dict[str, Any]) -> dict[str, Any]:
 
 @entry_point("compare")
 def main(cfg: DictConfig) -> None:
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = job_config(cfg)
     assert isinstance(plain, dict)
     scene = plain.pop("scene")
     scene.pop("_target_", None)

@@ -126,12 +126,16 @@ def entry_point(config_name: str, *, errors: tuple[type[BaseException], ...] = (
     status 1, the message first, without a traceback."""
     from hydra.errors import InstantiationException
 
+    from worldsim.runtime import choose_threads
+
     caught = (ValueError, *errors)
 
     def wrap(task: Callable[[Any], Any]) -> Callable[[], None]:
         @functools.wraps(task)
         def guarded(cfg: Any) -> Any:
             try:
+                if "threads" in cfg:
+                    choose_threads(cfg.threads)
                 return task(cfg)
             except InstantiationException as e:
                 cause = e.__cause__
@@ -153,3 +157,15 @@ def entry_point(config_name: str, *, errors: tuple[type[BaseException], ...] = (
         return main
 
     return wrap
+
+
+ENTRY_KEYS = ("threads",)  # settings of the process (entry_point applies them), not of the job
+
+
+def job_config(cfg: Any) -> dict[str, Any]:
+    """A composed config as a plain dict, without the process settings of ENTRY_KEYS."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    return {k: v for k, v in plain.items() if k not in ENTRY_KEYS}

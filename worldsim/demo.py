@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from worldsim.config import entry_point, typed
+from worldsim.config import entry_point, job_config, typed
 from worldsim.evaluate.demo import DemoConfig, run_demo
 
 log = logging.getLogger("worldsim.demo")
@@ -29,7 +29,7 @@ log = logging.getLogger("worldsim.demo")
 
 @entry_point("demo")
 def main(cfg: DictConfig) -> None:
-    run_demo(typed(DemoConfig, OmegaConf.to_container(cfg, resolve=True), "demo"))
+    run_demo(typed(DemoConfig, job_config(cfg), "demo"))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ threads. Training, the simulator, sampling and evaluation all take these from he
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,21 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def choose_threads(requested: int | None) -> int:
+    """Set torch's threads: ``requested``, or by default (None) the CPUs this process
+    may use less those other processes keep busy (the 1-minute load average), at least
+    one, so that a shared machine is not oversubscribed (two jobs of 2 threads on 2
+    cores ran 3-7x slower than one each). When the machine is busy this says so, once,
+    on stderr. The thread count can change the last bits of float results: pass
+    ``threads=N`` for bit-identical reruns whatever the machine's load."""
+    if requested is not None:
+        return set_threads(requested)
+    cpus = min(cpu_count(), torch.get_num_threads()) or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = min(cpus - 1, int(load + 0.5))
+    if busy > 0:
+        print(f"worldsim: this machine is busy (load {load:.1f} on {cpu_count()} CPUs): running on {cpus - busy} of {cpus} threads; "
+              "threads=N chooses", file=sys.stderr)
+    return set_threads(cpus - busy)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from worldsim.config import entry_point, typed
+from worldsim.config import entry_point, job_config, typed
 from worldsim.sampler import MODES, SampleConfig, SampleError, Sampler, read_frames, run_sample
 
 __all__ = ["MODES", "SampleConfig", "SampleError", "Sampler", "read_frames", "run_sample", "main"]
@@ -23,7 +23,7 @@ log = logging.getLogger("worldsim.sample")
 
 @entry_point("sample")
 def main(cfg: DictConfig) -> None:
-    info = run_sample(typed(SampleConfig, OmegaConf.to_container(cfg, resolve=True), "sample"))
+    info = run_sample(typed(SampleConfig, job_config(cfg), "sample"))
     print(f"wrote {Path(cfg.out).resolve() / 'sample.npz'} ({info['frames'][0]} frames, {info['mode']})")
 
 

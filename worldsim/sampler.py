@@ -51,6 +51,7 @@ from worldsim.video import write_video
 log = logging.getLogger("worldsim.sample")
 
 MODES = ("t2v", "i2v", "extend", "extend_backward", "connect", "loop", "edit")
+INPUTS_NEEDED = {"i2v": 1, "extend": 1, "extend_backward": 1, "connect": 2, "edit": 1}
 
 
 class SampleError(ValueError):
@@ -139,10 +140,12 @@ class Sampler:
         learned with actions dropped)."""
         if mode not in MODES:
             raise SampleError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if not 0.0 <= strength <= 1.0:
+            raise SampleError(f"strength must be in [0, 1] (0 keeps the input, 1 ignores it), got {strength}")
         res = tuple(resolution or self.resolution)
         self.check_size(res)  # type: ignore[arg-type]
         inputs = inputs or []
-        need = {"i2v": 1, "extend": 1, "extend_backward": 1, "connect": 2, "edit": 1}.get(mode, 0)
+        need = INPUTS_NEEDED.get(mode, 0)
         if len(inputs) < need:
             raise SampleError(f"mode {mode} needs {need} input{'s' if need > 1 else ''} ({'input=[PATH,PATH2]' if need > 1 else 'input=PATH'}), got {len(inputs)}")
         if mode == "t2v" and not prompt.strip():
@@ -253,6 +256,40 @@ class SampleConfig:
     device: str = "auto"
     precision: str = "auto"
 
+    def __post_init__(self) -> None:
+        """Everything that can be checked without the model, so a typo costs no loading."""
+        if self.mode not in MODES:
+            raise SampleError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        need = INPUTS_NEEDED.get(self.mode, 0)
+        if len(self.inputs) < need:
+            raise SampleError(f"mode {self.mode} needs {need} input{'s' if need > 1 else ''} "
+                              f"({'input=[PATH,PATH2]' if need > 1 else 'input=PATH'}), got {len(self.inputs)}")
+        for path in self.inputs:
+            if not Path(path).is_file():
+                raise SampleError(f"no input file at {path} (input= takes an episode .npz, a video or an image)")
+        if self.mode == "t2v" and not self.prompt.strip():
+            raise SampleError("mode t2v needs a prompt: describe the scene, e.g. prompt='two bouncy balls, low gravity'")
+        if self.frames < 2:
+            raise SampleError(f"frames must be at least 2, got {self.frames}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise SampleError(f"strength must be in [0, 1] (0 keeps the input, 1 ignores it), got {self.strength}")
+        if self.steps < 1 or self.context < 1:
+            raise SampleError(f"steps and context must be at least 1, got steps={self.steps} context={self.context}")
+        if self.method not in ("euler", "heun"):
+            raise SampleError(f"method must be euler or heun, got {self.method!r}")
+        if self.resolution is not None:
+            parse_resolution(self.resolution)
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise SampleError(f"out={out} is a file, not a folder; pass a folder to write sample.npz, sample.mp4 and sample.json into")
+
+    @property
+    def inputs(self) -> list[str]:
+        """The input paths: a list, or one string (``a.npz,b.npz`` for two)."""
+        if isinstance(self.input, (list, tuple)):
+            return [str(p) for p in self.input]
+        return [] if self.input in (None, "") else str(self.input).split(",")
+
 
 def run_sample(cfg: SampleConfig) -> dict[str, Any]:
     """Everything ``python -m worldsim.sample`` does; returns what it wrote."""
@@ -260,8 +297,7 @@ def run_sample(cfg: SampleConfig) -> dict[str, Any]:
     sampler = Sampler(checkpoint, device=cfg.device, precision=cfg.precision)
     res = parse_resolution(cfg.resolution) if cfg.resolution else sampler.resolution
     sampler.check_size(res)  # type: ignore[arg-type]
-    paths = cfg.input if isinstance(cfg.input, list) else ([] if cfg.input in (None, "") else str(cfg.input).split(","))
-    inputs = [read_frames(p, resolution=res) for p in paths]  # type: ignore[arg-type]
+    inputs = [read_frames(p, resolution=res) for p in cfg.inputs]  # type: ignore[arg-type]
     prompt, unknown = cfg.prompt, []
     if cfg.prompt.strip() and cfg.expand:
         e = expand_prompt(cfg.prompt, seed=cfg.seed, scene=cfg.prompt_scene, resolution=res)  # type: ignore[arg-type]

@@ -129,7 +129,7 @@ class LearnedSimulator:
             "text": self._text(prompts, branches),
             "cache": KVCache(len(self.model.dit.blocks), window=self.window),
             "history": [],  # without the cache: (noisy latent, action) of the frames in the window
-            "anchor": None,  # the last frame as the cache holds it (B, 1, C, h, w): what an anchored step starts from
+            "recent": [],  # the last frames as the cache holds them, newest first, (B, 1, C, h, w) each: an anchored step's anchor
             "decoder": {},
             "frame": 0,
             "unknown": [self.tokenizer.unknown(p) for p in prompts],
@@ -161,13 +161,17 @@ class LearnedSimulator:
         c, f = self.ae.latent_channels, self.ae.spatial_factor
         shape = (c, self.height // f, self.width // f)
         x = self._noise(shape)  # (B, 1, C, h, w)
-        anchor = st["anchor"] if self.anchored else None  # None: the first frame, from the prompt alone
+        recent = st["recent"] if self.anchored else []  # empty: the first frame, from the prompt alone
+        anchor = None
+        if recent:  # the last frames as the cache holds them, newest first (the oldest repeated before the start)
+            m = self.config.dit.anchor_frames
+            anchor = torch.cat([recent[min(j, len(recent) - 1)] for j in range(m)], dim=2)  # (B, 1, m*C, h, w)
         grid = time_grid(self.sampler.steps, self.sampler.shift, self.device)
         with autocast(self.device, self.precision):
             for i in range(self.sampler.steps):
                 x = ode_step(lambda x, t: self._velocity(x, t, act, anchor), x, grid[i], grid[i + 1], self.sampler.method)
-            if anchor is not None:
-                x = anchor + x  # the step denoised the difference from the previous frame
+            if recent:
+                x = recent[0] + x  # the step denoised the difference from the previous frame
             self._commit(x, act)
             frame = self.ae.decode_stream(x, st["decoder"])[:, 0]  # (B, 3, H, W)
         out = to_uint8(frame)  # (B, H, W, 3)
@@ -223,7 +227,7 @@ class LearnedSimulator:
             ts = torch.cat([torch.full((b, len(past)), self.context_noise, device=self.device), torch.full((b, 1), float(t), device=self.device)], 1)
             anchors = anchored = None
             if anchor is not None:  # only the new frame is anchored
-                anchors = self._rep(torch.cat([torch.zeros_like(xs[:, :-1]), anchor], dim=1))
+                anchors = self._rep(torch.cat([anchor.new_zeros(b, xs.shape[1] - 1, *anchor.shape[2:]), anchor], dim=1))
                 anchored = torch.zeros(anchors.shape[:2], dtype=torch.bool, device=self.device)
                 anchored[:, -1] = True
             v = self.model.dit(
@@ -249,5 +253,5 @@ class LearnedSimulator:
             )
         else:
             st["history"] = (st["history"] + [(noisy[:, i : i + 1], actions[:, i : i + 1]) for i in range(k)])[-self.window :]
-        st["anchor"] = noisy[:, -1:]
+        st["recent"] = ([noisy[:, i : i + 1] for i in reversed(range(k))] + st["recent"])[: self.config.dit.anchor_frames]
         st["frame"] += k

@@ -155,6 +155,7 @@ def simulator_inputs(
     anchor: bool,
     history: torch.Tensor | None = None,
     level: float | None = None,
+    anchor_frames: int = 1,
 ) -> dict[str, torch.Tensor | bool]:
     """One teacher-forced step of the simulator's task for clean clips x0 (B, T, C, H, W).
 
@@ -164,7 +165,9 @@ def simulator_inputs(
     lets history frame i see history frames up to i, and target frame k the history
     before it and itself: the attention of a KV-cached step, for every k at once.
     With ``anchor``, target k is the difference from history frame k - 1 (noisy, as
-    the simulator's previous frame is), so the model learns to correct it.
+    the simulator's previous frame is), so the model learns to correct it; its anchor
+    embedding sees history frames k - 1 .. k - ``anchor_frames`` stacked (the oldest
+    repeated where the clip starts).
 
     Args:
       history: (B, T-1, C, H, W) frames to use as history instead of ``x0[:, :-1]``
@@ -198,7 +201,7 @@ def simulator_inputs(
         "target": torch.cat([torch.zeros_like(hist), eps - y0], 1),
         "target_sample": torch.cat([torch.zeros_like(hist), y0], 1),
         "context": (~is_target)[None].expand(b, -1),
-        "anchor": torch.cat([torch.zeros_like(hist), hist], 1) if anchor else None,
+        "anchor": torch.cat([torch.zeros_like(stack_history(hist, anchor_frames)), stack_history(hist, anchor_frames)], 1) if anchor else None,
         "anchored": is_target[None].expand(b, -1) if anchor else None,
         "anchor_t": torch.cat([torch.zeros_like(tau), tau], 1) if anchor else None,  # target k's anchor is history k - 1, at its level
         "base": base,
@@ -208,6 +211,16 @@ def simulator_inputs(
         "text_drop": (torch.rand(b, generator=gen) < cfg.text_drop).to(x0.device),
         "action_drop": (torch.rand(b, generator=gen) < cfg.action_drop).to(x0.device),
     }
+
+
+def stack_history(frames: torch.Tensor, m: int) -> torch.Tensor:
+    """(B, n, C, H, W) -> (B, n, m*C, H, W): at each step the frame and the m - 1 before
+    it, newest first (the first frame repeated before the clip's start)."""
+    if m == 1:
+        return frames
+    shifted = [frames] + [torch.cat([frames[:, :1].expand(-1, j, -1, -1, -1), frames[:, :-j]], 1) if j < frames.shape[1]
+                          else frames[:, :1].expand(-1, frames.shape[1], -1, -1, -1) for j in range(1, m)]
+    return torch.cat(shifted, 2)
 
 
 def velocity_from(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from worldsim.atomic import atomic_write_text
+from worldsim.atomic import atomic_path, atomic_write_text
 from worldsim.checkpoint import world_checkpoint
 from worldsim.evaluate.compare import CompareConfig, run_compare
 from worldsim.evaluate.report import write_video
@@ -40,22 +40,32 @@ class DemoConfig:
     precision: str = "auto"
 
 
-def plot(path: Path, results: dict[str, dict[str, Any]], metric: str = "position_error_px") -> Path:
-    fig = Figure(figsize=(3.6 * len(results), 3.0))
-    axes = fig.subplots(1, len(results), squeeze=False)
-    for ax, (scene, r) in zip(axes[0], results.items()):
+def plot(path: Path, results: dict[str, dict[str, Any]]) -> Path:
+    """Per scene, the charged position error (a lost object counts, so no line stops
+    where objects vanish) above the count violations, for the model and every baseline
+    over the whole horizon."""
+    panels = (("position_error_charged_px", "position error (px, lost charged)"), ("count_violation_rate", "count violations"))
+    fig = Figure(figsize=(3.6 * len(results), 5.4))
+    axes = fig.subplots(len(panels), len(results), squeeze=False, sharex=True)
+    for col, (scene, r) in enumerate(results.items()):
         curves = {"learned": r["model"], **r["baselines"]}
-        for name, c in curves.items():
-            y = [np.nan if v is None else v for v in c.get(metric) or []]
-            if y:
-                ax.plot(range(1, len(y) + 1), y, label=name, lw=2.2 if name == "learned" else 1.2)
-        ax.set_title(scene)
-        ax.set_xlabel("step after the context")
-        ax.set_ylabel(f"{metric}")
-        ax.grid(alpha=0.3)
+        for row, (metric, label) in enumerate(panels):
+            ax = axes[row][col]
+            for name, c in curves.items():
+                y = [np.nan if v is None else v for v in c.get(metric) or []]
+                if y:
+                    ax.plot(range(1, len(y) + 1), y, label=name, lw=2.2 if name == "learned" else 1.2, color="black" if name == "learned" else None)
+            if row == 0:
+                ax.set_title(scene)
+            if col == 0:
+                ax.set_ylabel(label)
+            if row == len(panels) - 1:
+                ax.set_xlabel("step after the context")
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=110)
     return path
 
 
@@ -64,14 +74,17 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 
 def summary_table(results: dict[str, dict[str, Any]], horizon: int) -> str:
+    """The demo's one-screen table, with a legend under it."""
     h8, hh = min(8, horizon), min(16, horizon)
-    head = f"{'scene':<16}{'pos err @' + str(hh):>12}{'const-vel':>11}{'copy-last':>11}{'PSNR @' + str(h8):>10}{'count viol':>12}{'score':>7}  notes"
+    head = (f"{'scene':<16}{'pos err @' + str(hh):>12}{'lost @' + str(hh):>9}{'const-vel':>11}{'copy-last':>11}{'PSNR @' + str(h8):>10}"
+            f"{'count viol':>12}{'score':>7}  notes")
     lines = [head, "-" * len(head)]
-    for scene, r in results.items():
-        def at(curves: dict[str, Any], key: str, step: int) -> float | None:
-            c = curves.get(key) or []
-            return c[step - 1] if len(c) >= step else None
 
+    def at(curves: dict[str, Any], key: str, step: int) -> float | None:
+        c = curves.get(key) or []
+        return c[step - 1] if len(c) >= step else None
+
+    for scene, r in results.items():
         cv = r["baselines"].get("constant_velocity", {})
         cl = r["baselines"].get("copy_last", {})
         viol = [v for v in r["model"].get("count_violation_rate") or [] if v is not None]
@@ -85,11 +98,21 @@ def summary_table(results: dict[str, dict[str, Any]], horizon: int) -> str:
             if a is not None:
                 notes.append(f"agent displacement error {a:.1f} px")
         score = (r.get("scores") or {}).get("model", {}).get("score")
+        lost = at(r["model"], "objects_lost_rate", hh)
+        key = "position_error_charged_px"
         lines.append(
-            f"{scene:<16}{_fmt(at(r['model'], 'position_error_px', hh)):>12}{_fmt(at(cv, 'position_error_px', hh)):>11}"
-            f"{_fmt(at(cl, 'position_error_px', hh)):>11}{_fmt(at(r['model'], 'psnr', h8), 1):>10}"
+            f"{scene:<16}{_fmt(at(r['model'], key, hh)):>12}{_fmt(None if lost is None else 100 * lost, 0) + '%':>9}"
+            f"{_fmt(at(cv, key, hh)):>11}{_fmt(at(cl, key, hh)):>11}{_fmt(at(r['model'], 'psnr', h8), 1):>10}"
             f"{_fmt(float(np.mean(viol)) if viol else None, 3):>12}{_fmt(score, 0):>7}  {', '.join(notes)}"
         )
+    lines += [
+        "",
+        f"pos err: mean distance (px) between each object in the truth and the same colour in the frame, at step {hh}; an object the",
+        "  frame lacks is charged half the frame's diagonal (lost: the share of objects lacking). const-vel, copy-last: the same",
+        "  error for two baselines, objects moved on at their last velocity and the last context frame repeated.",
+        "count viol: share of (step, object) pairs an object is missing or spurious, over the whole horizon (0 is perfect).",
+        "score: 0-100 against the physics rerun from a 1 mm nudge (100: no worse than chaos alone; worldsim/evaluate/report.py).",
+    ]
     return "\n".join(lines)
 
 

@@ -17,7 +17,16 @@ from worldsim.sim import palette
 # off both with the same detector (worldsim.evaluate.detect), so the reader's own error
 # cancels. Every per-step metric is an array of H values (NaN where undefined).
 
-PER_STEP = ("position_error_px", "velocity_error", "count_violation_rate", "psnr", "ssim", "mse", "motion_iou", "agent_displacement_error_px")
+PER_STEP = ("position_error_px", "position_error_charged_px", "objects_lost_rate", "velocity_error", "count_violation_rate", "psnr", "ssim", "mse",
+            "motion_iou", "agent_displacement_error_px")
+
+
+def lost_penalty_px(height: int, width: int) -> float:
+    """What a lost object is charged in ``position_error_charged_px``: half the frame's
+    diagonal (45 px at 64x64), more than guessing the frame's centre ever costs. The
+    plain ``position_error_px`` averages only objects found in both, so a model that
+    loses its objects would look good; the charged error cannot (README, "Comparing")."""
+    return 0.5 * float(np.hypot(height, width))
 
 
 def motion_masks(frames: np.ndarray, threshold: float = 30.0) -> np.ndarray:
@@ -85,6 +94,9 @@ def rollout_metrics(
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # steps where no object is in both: NaN, on purpose
         position = np.nanmean(np.where(both, pos_err, np.nan), axis=1)[1:]
+        charged = np.where(pp, pos_err, lost_penalty_px(*truth.shape[1:3]))  # objects lost in the prediction pay the penalty
+        position_charged = np.nanmean(np.where(pt, charged, np.nan), axis=1)[1:]
+        lost = (pt & ~pp).sum(1)[1:] / np.maximum(pt.sum(1)[1:], 1)
         vt, vp = np.diff(ct, axis=0), np.diff(cp, axis=0)  # px per frame
         vel_ok = both[1:] & both[:-1]
         velocity = np.nanmean(np.where(vel_ok, np.linalg.norm(vt - vp, axis=-1), np.nan), axis=1)
@@ -93,7 +105,9 @@ def rollout_metrics(
     mt, mp = motion_masks(seq_t)[1:], motion_masks(seq_p)[1:]
     per_frame_iou = np.array([_iou(a, b) if (a.any() or b.any()) else np.nan for a, b in zip(mt, mp)])
     out: dict[str, object] = {
-        "position_error_px": position,
+        "position_error_px": position,  # objects found in both only: read it beside objects_lost_rate
+        "position_error_charged_px": position_charged,  # every object in the truth; a lost one charged lost_penalty_px
+        "objects_lost_rate": lost.astype(float),  # of the objects in the truth, the share the prediction lacks
         "velocity_error": velocity,
         "count_violation_rate": violations.astype(float),
         "psnr": psnr(truth, pred),

@@ -9,9 +9,10 @@ baseline (the physics rerun from a 1 mm perturbation: what chaos alone allows)::
     quality metrics (higher is better): 100 * min(1, model / pv)
 
 with e = 0.5 px for position errors, 0.1 px/frame for velocity, 0.01 for rates; the
-score is their mean over position_error_px, velocity_error, count_violation_rate,
-psnr, ssim and the spatiotemporal motion IoU. 100 means no worse than physics
-disagreeing with itself.
+score is their mean over position_error_charged_px (a lost object charged half the
+frame's diagonal, so losing objects cannot raise it), velocity_error,
+count_violation_rate, psnr, ssim and the spatiotemporal motion IoU. 100 means no worse
+than physics disagreeing with itself.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from worldsim.atomic import atomic_path, atomic_write_text
 from worldsim.video import tile
 from worldsim.video import write_video as write
 
-SUMMARY_METRICS = ("position_error_px", "velocity_error", "count_violation_rate", "psnr", "ssim", "motion_iou", "agent_displacement_error_px")
-SCORE_ERRORS = {"position_error_px": 0.5, "velocity_error": 0.1, "count_violation_rate": 0.01}
+SUMMARY_METRICS = ("position_error_px", "position_error_charged_px", "objects_lost_rate", "velocity_error", "count_violation_rate", "psnr", "ssim",
+                   "motion_iou", "agent_displacement_error_px")
+# The score's position part is the charged error: a lost object counts (metrics.lost_penalty_px).
+SCORE_ERRORS = {"position_error_charged_px": 0.5, "velocity_error": 0.1, "count_violation_rate": 0.01}
 SCORE_QUALITIES = ("psnr", "ssim", "spatiotemporal_iou")
 
 

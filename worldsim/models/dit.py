@@ -20,8 +20,12 @@ Anchoring (``anchor: true``): a frame may be *anchored* to another (the simulato
 previous frame). Its input and output are then the difference from the anchor, and
 the anchor itself enters through a second, zero-initialised patch embedding, so the
 network sees both; at initialisation an anchored frame is predicted as a copy of its
-anchor, and objects cannot vanish before anything is learned. Frames that are not
-anchored (the Sora modes, the cached history) are plain latents.
+anchor, and objects cannot vanish before anything is learned. With ``anchor_frames:
+m`` the last m frames enter that embedding stacked as channels (DIAMOND stacks its
+last frames the same way): every token then sees, at its own place, how the frames
+before it changed, so motion is local arithmetic rather than something attention must
+first learn to find. Frames that are not anchored (the Sora modes, the cached history)
+are plain latents.
 
 Shapes: B batch, T latent frames, C latent channels, H x W latent size, N = (H/ph)(W/pw)
 tokens per frame, D model width, L text tokens.
@@ -54,6 +58,7 @@ class DiTConfig:
     text_dim: int = 128  # width of the text encoder's tokens
     rope_theta: float = 10000.0
     anchor: bool = False  # frames may be anchored to a previous frame (see the module docstring)
+    anchor_frames: int = 1  # frames before an anchored one that its anchor embedding sees, newest first
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -62,6 +67,8 @@ class DiTConfig:
             raise ValueError(f"the head width dim / heads = {self.dim // self.heads} must be a multiple of 8 (3-D rotary positions)")
         if len(self.patch) != 3 or min(self.patch) < 1:
             raise ValueError(f"model.patch must be [pt, ph, pw] >= 1, got {self.patch}")
+        if self.anchor_frames < 1:
+            raise ValueError(f"model.anchor_frames must be at least 1, got {self.anchor_frames}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -273,7 +280,7 @@ class DiT(nn.Module):
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.final = nn.Linear(d, self.patch_dim)
         if config.anchor:
-            self.anchor_embed = nn.Linear(self.patch_dim, d)  # the anchor frame's patches, beside the frame's own
+            self.anchor_embed = nn.Linear(self.patch_dim * config.anchor_frames, d)  # the anchor frames' patches, beside the frame's own
             self.anchor_flag = nn.Parameter(torch.zeros(d))  # "this frame is a difference from its anchor"
             # The anchor's own noise level (GameNGen embeds its context's): the frame the
             # difference is taken from was noised at it, and the model must know how much to undo.
@@ -367,7 +374,7 @@ class DiT(nn.Module):
         cache: KVCache | None = None,
         frame_offset: int = 0,  # index of x's first latent frame (after the cached ones)
         append: bool = False,  # store x's keys and values in the cache
-        anchor: torch.Tensor | None = None,  # (B, T, C, H, W) the frame each anchored frame is a difference from
+        anchor: torch.Tensor | None = None,  # (B, T, m*C, H, W) each anchored frame's last m frames, newest (its base) first
         anchored: torch.Tensor | None = None,  # (B, T) bool: which frames are anchored (default: all, if anchor is given)
         anchor_t: torch.Tensor | None = None,  # (B, T) the noise level each anchor frame was given (default 0)
         frame_index: torch.Tensor | None = None,  # (T,) time index of each frame (default: frame_offset + 0, 1, ...)
@@ -401,8 +408,11 @@ class DiT(nn.Module):
             # every parameter takes part in every step, as DistributedDataParallel requires.
             flag = torch.zeros(b, frames, dtype=torch.bool, device=dev) if anchor is None else (
                 torch.ones(b, frames, dtype=torch.bool, device=dev) if anchored is None else anchored.to(dev))
-            a = torch.zeros_like(x) if anchor is None else torch.where(flag[:, :, None, None, None], anchor, torch.zeros_like(anchor))
-            z = z + self.anchor_embed(self.patchify(a).to(z.dtype))  # (B, T', N, D)
+            m = self.config.anchor_frames
+            if anchor is not None and anchor.shape[2] != m * c:
+                raise ValueError(f"anchor must hold {m} frames of {c} channels stacked ({m * c}), got {anchor.shape[2]}")
+            a = x.new_zeros(b, frames, m * c, h, w) if anchor is None else torch.where(flag[:, :, None, None, None], anchor, torch.zeros_like(anchor))
+            z = z + self.anchor_embed(self.patchify(a).to(z.dtype))  # (B, T', N, D) patchify stacks the m frames per patch
             level = torch.zeros(b, frames, device=dev) if anchor_t is None else anchor_t.to(dev)
             anchor_cond = self.anchor_flag + self.anchor_level_mlp(timestep_embedding(level, self.config.dim).to(cond.dtype))  # (B, T', D)
             cond = cond + flag[:, :, None].to(cond.dtype) * anchor_cond.to(cond.dtype)  # (B, T', D)

@@ -126,7 +126,7 @@ class DiTStage:
         captions = self.captions(list(batch["caption_detailed"]), gen)
         if kind == "simulator":
             history = self.own_history(module, x0, acts, captions, gen) if self.flow.unroll else None
-            inp = simulator_inputs(x0, self.flow, gen, anchor=self.dit_config.anchor, history=history)
+            inp = simulator_inputs(x0, self.flow, gen, anchor=self.dit_config.anchor, history=history, anchor_frames=self.dit_config.anchor_frames)
             idx = inp["frame_index"]  # (2(T'-1),) the clip frame of each frame of the sequence
             v = module(
                 inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, text_drop=inp["text_drop"], action_drop=inp["action_drop"],
@@ -150,7 +150,8 @@ class DiTStage:
         own = torch.rand(b, generator=gen) < self.flow.unroll_fraction
         history = x0[:, :-1]
         for _ in range(self.flow.unroll):
-            inp = simulator_inputs(x0, self.flow, gen, anchor=self.dit_config.anchor, history=history, level=1.0)
+            inp = simulator_inputs(x0, self.flow, gen, anchor=self.dit_config.anchor, history=history, level=1.0,
+                                   anchor_frames=self.dit_config.anchor_frames)
             idx = inp["frame_index"]
             v = module(
                 inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, anchor=inp["anchor"], anchored=inp["anchored"],

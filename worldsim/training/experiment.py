@@ -34,7 +34,7 @@ from typing import Any
 from worldsim.atomic import atomic_write_text, file_lock
 from worldsim.config import load_group
 from worldsim.data.generation import StreamConfig, generate_stream
-from worldsim.runtime import set_threads
+from worldsim.runtime import choose_threads
 from worldsim.sim.scenes import parse_resolution
 from worldsim.training.loop import OptimConfig, TrainConfig, config_from_plain, train
 
@@ -167,7 +167,7 @@ def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progres
     threads = plain.pop("threads", None)
     plain.pop("name", None)
     plain.pop("tag", None)
-    set_threads(threads)
+    choose_threads(threads)
     digest = config_hash({**plain, "eval": do_eval})
     done = out / "done.json"
     if done.is_file() and not plain.get("eval_only"):
