@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from worldsim.atomic import atomic_write_text, file_lock
+from worldsim.checkpoint import export_safetensors
 from worldsim.config import load_group
 from worldsim.data.generation import StreamConfig, generate_stream
 from worldsim.runtime import choose_threads
@@ -44,7 +45,7 @@ log = logging.getLogger("worldsim.training.experiment")
 Judge = Callable[[TrainConfig, dict[str, Any]], dict[str, Any]]
 
 # Keys that change how a run is carried out, not what it computes.
-NON_SEMANTIC = ("out", "name", "tag", "num_workers", "threads", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
+NON_SEMANTIC = ("out", "name", "tag", "export", "num_workers", "threads", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
                 "eval_only", "progress")
 
 
@@ -165,6 +166,7 @@ def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progres
     evaluation = dict(plain.pop("evaluation", None) or {})
     ae_train = AETrain(**(plain.pop("ae_train", None) or {}))
     threads = plain.pop("threads", None)
+    export = plain.pop("export", None)
     plain.pop("name", None)
     plain.pop("tag", None)
     choose_threads(threads)
@@ -207,6 +209,10 @@ def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progres
         if judge is None:
             raise ValueError("eval=true or eval_only=true needs a judge (python -m worldsim.train passes worldsim.evaluate.runs.judge_run)")
         result["eval"] = judge(cfg, evaluation)
+    if export and cfg.stage == "dit" and int(os.environ.get("RANK", "0")) == 0:
+        path = export_safetensors(out, export)
+        result["export"] = {"path": str(path), "bytes": path.stat().st_size}
+        log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
     if int(os.environ.get("RANK", "0")) == 0 and not cfg.eval_only:  # rank 0 writes; an evaluation alone finishes nothing
         atomic_write_text(done, json.dumps(result, indent=1, default=float))
     return result

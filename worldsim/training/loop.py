@@ -76,6 +76,7 @@ class TrainConfig:
     # A compute budget: the run ends when its counted training FLOPs reach this, and
     # the cosine decay runs over FLOPs instead of steps (None: max_steps alone).
     max_flops: float | None = None
+    max_wall_s: float | None = None  # also stop when this run (this process) has trained this many seconds
     batch_size: int = 8  # clips per step, across all ranks
     clip_frames: int = 8
     resolution: list[int] | None = None  # [H, W] of the episodes to train on (None: the data's only one)
@@ -389,10 +390,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     flops = FlopAccount(counts=compute.pop("flop_counts", None))
     logs: dict[str, float] = {}
     step = start
-    tic = time.perf_counter()
+    tic = started = time.perf_counter()
     train_module.train()
+    last_saved = start
     for batch in loader:
         if cfg.max_flops and compute["flops"] >= float(cfg.max_flops):
+            break
+        if cfg.max_wall_s and time.perf_counter() - started >= float(cfg.max_wall_s):
+            log.info("max_wall_s=%s reached at step %d", cfg.max_wall_s, step)
             break
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         gen = step_generator(cfg.seed, step, dist.rank)
@@ -426,6 +431,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             tic = now
             stage.before_checkpoint(module, ema.module if ema is not None else None, dataset, device, precision)
             checkpoints.save(step, module, ema, opt, {**compute, "flop_counts": flops.counts})
+            last_saved = step
+    if dist.main and step > last_saved:  # stopped by a budget between checkpoints: keep what was trained
+        compute["wall_s"] += time.perf_counter() - tic
+        stage.before_checkpoint(module, ema.module if ema is not None else None, dataset, device, precision)
+        checkpoints.save(step, module, ema, opt, {**compute, "flop_counts": flops.counts})
     run_log.close()
     if dist.main:
         summary = {
