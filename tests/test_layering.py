@@ -21,7 +21,7 @@ LAYERS = [
     ("environments", ["worldsim_envs"]),
     ("evaluation", ["worldsim.evaluate"]),
     ("entry points", ["worldsim.__main__", "worldsim.generate", "worldsim.train", "worldsim.compare", "worldsim.sample", "worldsim.adherence",
-                      "worldsim.demo", "worldsim.bench", "worldsim.export", "worldsim.report_sweep"]),
+                      "worldsim.demo", "worldsim.bench", "worldsim.export", "worldsim.report_sweep", "worldsim.play"]),
 ]
 # Imports that may sit inside a function, and why.
 DEFERRED = {

@@ -7,10 +7,13 @@ the physics. See README.md.
 
 from __future__ import annotations
 
+import logging as _logging
 import os as _os
 
 # Headless rendering by default: MuJoCo reads this when it is first imported.
 _os.environ.setdefault("MUJOCO_GL", "egl")
+# PyOpenGL (under MuJoCo) logs at INFO that an optional accelerator is missing.
+_logging.getLogger("OpenGL").setLevel(_logging.WARNING)
 
 __version__ = "0.1.0"
 

@@ -10,6 +10,7 @@ ENTRY_POINTS = {
     "bench": "speed and fidelity figures: generate | agreement | autoencoder | train | step | fidelity",
     "export": "a trained run as one .safetensors file (RUN OUT.safetensors)",
     "report_sweep": "a sweep's runs as one table and plot (multirun/NAME)",
+    "play": "drive the learned world live beside its physics twin (scene=push; needs pygame)",
 }
 
 

@@ -20,7 +20,8 @@ training, with bidirectional attention):
 prompts are expanded into the detailed captions the model was trained on
 (:mod:`worldsim.sim.prompts`); unknown words are reported. ``input`` accepts an
 episode ``.npz``, a video file or an image. Writes ``DIR/sample.npz`` (``frames
-(N, H, W, 3) uint8`` and the prompt) and ``DIR/sample.mp4``.
+(N, H, W, 3) uint8`` and the prompt), ``DIR/sample.mp4`` (with ``sample.gif`` and a
+contact sheet ``sample.png``) and ``DIR/sample.json``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from worldsim.models.world import load_world
 from worldsim.runtime import autocast, resolve_device, resolve_precision
 from worldsim.sim.prompts import expand_prompt
 from worldsim.sim.scenes.base import parse_resolution
-from worldsim.video import write_video
+from worldsim.video import write_labelled
 
 log = logging.getLogger("worldsim.sample")
 
@@ -312,7 +313,8 @@ def run_sample(cfg: SampleConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "sample.npz", keep_suffix=True) as tmp:
         np.savez_compressed(tmp, frames=frames, given=given, prompt=np.array(cfg.prompt), caption=np.array(prompt))
-    write_video(out / "sample.mp4", frames, fps=int(sampler.config.data.fps))
+    columns = [f"{cfg.mode}: given" if given.all() else cfg.mode]
+    write_labelled(out / "sample", [(f"seed {cfg.seed}", [frames])], columns, fps=int(sampler.config.data.fps), first_step=0)
     info = {"mode": cfg.mode, "prompt": cfg.prompt, "caption": prompt, "unknown_words": unknown, "frames": list(frames.shape), "given": given.tolist()}
     atomic_write_text(out / "sample.json", json.dumps(info, indent=1))
     return info

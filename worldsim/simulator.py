@@ -171,7 +171,7 @@ class LearnedSimulator:
             for i in range(self.sampler.steps):
                 x = ode_step(lambda x, t: self._velocity(x, t, act, anchor), x, grid[i], grid[i + 1], self.sampler.method)
             if recent:
-                x = recent[0] + x  # the step denoised the difference from the previous frame
+                x = st["last_latent"] + x  # the step denoised the difference from the previous frame (as generated, before its noise)
             self._commit(x, act)
             frame = self.ae.decode_stream(x, st["decoder"])[:, 0]  # (B, 3, H, W)
         out = to_uint8(frame)  # (B, H, W, 3)
@@ -254,4 +254,5 @@ class LearnedSimulator:
         else:
             st["history"] = (st["history"] + [(noisy[:, i : i + 1], actions[:, i : i + 1]) for i in range(k)])[-self.window :]
         st["recent"] = ([noisy[:, i : i + 1] for i in reversed(range(k))] + st["recent"])[: self.config.dit.anchor_frames]
+        st["last_latent"] = latents[:, -1:]
         st["frame"] += k

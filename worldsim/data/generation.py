@@ -43,7 +43,7 @@ from worldsim.sim.engines import EngineConfig
 from worldsim.sim.scenes import SPLITS, ConfigError, SceneConfig, episode_seed, parse_resolution
 from worldsim.sim.simulate import simulate
 from worldsim.sim.spec import SceneSpec
-from worldsim.video import tile, write_video
+from worldsim.video import write_labelled
 
 log = logging.getLogger("worldsim.data.generation")
 
@@ -290,7 +290,7 @@ def generate_stream(
         log.info("%s: %d of %d episodes already on disk", stream.name, len(mine) - len(todo), len(mine))
         _record_identity(root, stream)
     jobs = [(stream, i, str(root)) for i in todo]
-    bar = tqdm(total=len(jobs), desc=stream.name, unit="ep", disable=not progress or not jobs, file=sys.stderr)
+    bar = tqdm(total=len(jobs), desc=stream.name, unit="ep", disable=True if not progress or not jobs else None, file=sys.stderr)  # None: off without a terminal
     try:
         for meta in _run(jobs, workers):
             append_manifest(root, [meta])
@@ -318,12 +318,20 @@ def _worker_init() -> None:
 
 
 def write_preview(out: str | os.PathLike[str], rows: list[dict[str, Any]], *, max_episodes: int = 16, name: str = "preview.mp4") -> Path | None:
-    """A grid video of the first episodes of ``rows``, for people to look at."""
+    """The first episodes of ``rows`` for people to look at: four to a row, each named,
+    enlarged to 128 px, the frame number on every frame (``preview.mp4``, ``.gif`` and a
+    contact sheet ``.png``)."""
     rows = rows[:max_episodes]
     if not rows:
         return None
-    clips = [load_episode(Path(out) / r["path"])["frames"] for r in rows]
-    shapes = {c.shape[1:] for c in clips}
-    clips = [c for c in clips if c.shape[1:] == clips[0].shape[1:]] if len(shapes) > 1 else clips
-    scale = max(1, 128 // clips[0].shape[1])
-    return write_video(Path(out) / name, tile(clips, scale=scale), fps=rows[0]["fps"])
+    episodes = [(r, load_episode(Path(out) / r["path"])["frames"]) for r in rows]
+    episodes = [(r, c) for r, c in episodes if c.shape[1:] == episodes[0][1].shape[1:]]  # one size per video
+    per_row = min(4, len(episodes))
+    grid = []
+    for k in range(0, len(episodes), per_row):
+        chunk = episodes[k : k + per_row]
+        clips = [c for _, c in chunk] + [np.zeros_like(chunk[0][1][:1])] * (per_row - len(chunk))
+        grid.append((f"{chunk[0][0]['scene']} {chunk[0][0]['engine']} {chunk[0][0]['split']} #{chunk[0][0]['index']}+", clips))
+    paths = write_labelled(Path(out) / Path(name).stem, grid, [f"+{j}" for j in range(per_row)], fps=rows[0]["fps"], tile=128,
+                           first_step=0, sheet_columns=[0])
+    return paths["mp4"]

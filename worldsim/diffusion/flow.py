@@ -164,10 +164,11 @@ def simulator_inputs(
     targets, frames 1 .. T-1 at logit-normal levels (or ``level``). ``frame_mask``
     lets history frame i see history frames up to i, and target frame k the history
     before it and itself: the attention of a KV-cached step, for every k at once.
-    With ``anchor``, target k is the difference from history frame k - 1 (noisy, as
-    the simulator's previous frame is), so the model learns to correct it; its anchor
-    embedding sees history frames k - 1 .. k - ``anchor_frames`` stacked (the oldest
-    repeated where the clip starts).
+    With ``anchor``, target k is the difference from history frame k - 1 as it was
+    before the context noise (the simulator adds it to the frame it generated, the
+    difference is taken from the frame itself); its anchor embedding sees the noisy
+    history frames k - 1 .. k - ``anchor_frames`` stacked (the oldest repeated where
+    the clip starts).
 
     Args:
       history: (B, T-1, C, H, W) frames to use as history instead of ``x0[:, :-1]``
@@ -184,7 +185,10 @@ def simulator_inputs(
     past = x0[:, :-1] if history is None else history
     tau = (torch.rand(b, n, generator=gen) * cfg.context_noise).to(x0.device)
     hist = add_noise(past, tau, torch.randn(past.shape, generator=gen).to(past))
-    base = hist if anchor else torch.zeros_like(hist)
+    # The difference is taken from the clean previous frame (what the simulator just
+    # generated), while the model sees the noisy one: noise the model would have to
+    # reproduce pixel by pixel is never part of what it predicts.
+    base = past if anchor else torch.zeros_like(hist)
     y0 = x0[:, 1:] - base  # (B, n, C, H, W) what the targets denoise to
     t = (noise_levels(b, n, cfg, gen) if level is None else torch.full((b, n), float(level))).to(x0.device)
     eps = torch.randn(y0.shape, generator=gen).to(y0)

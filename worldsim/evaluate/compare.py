@@ -34,7 +34,7 @@ from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.evaluate.baselines import BASELINES, BaselineTools, PhysicsEpisode
 from worldsim.evaluate.detect import detect_objects
 from worldsim.evaluate.metrics import rollout_metrics
-from worldsim.evaluate.report import aggregate, plot_horizon, score, summarize, write_report, write_video
+from worldsim.evaluate.report import aggregate, plot_horizon, score, summarize, write_comparison, write_report
 from worldsim.models.world import load_world
 from worldsim.sim import palette
 from worldsim.sim.captions import caption_detailed, static_caption
@@ -103,7 +103,7 @@ def truth_episodes(cfg: CompareConfig) -> list[PhysicsEpisode]:
     resolution = parse_resolution(cfg.resolution or 64)
     scene = scene_config(cfg.scene, **cfg.scene_overrides)
     engine = make_engine(cfg.engine)
-    for i in tqdm(range(cfg.episodes), desc="physics", file=sys.stderr, leave=False):
+    for i in range(cfg.episodes):
         seed = episode_seed(cfg.seed, cfg.scene, cfg.split, i)
         spec, arrays, events = simulate_seed(scene, engine, seed, frames=frames, resolution=resolution, split=cfg.split)
         out.append(PhysicsEpisode(spec, arrays, events, k, seed, caption_detailed(spec, [])))
@@ -119,14 +119,20 @@ def learned_rollouts(checkpoint: str, cfg: CompareConfig, episodes: list[Physics
     sampler = SamplerConfig(steps=cfg.sampler_steps, text_scale=cfg.text_scale, action_scale=cfg.action_scale)
     sim = LearnedSimulator(checkpoint, device=cfg.device, precision=cfg.precision, sampler=sampler)
     out = []
-    for start in tqdm(range(0, len(episodes), cfg.batch), desc="learned rollouts", file=sys.stderr, leave=False):
+    bar = tqdm(total=len(episodes) * cfg.horizon, desc=f"learned rollouts ({cfg.scene})", unit="world-step", file=sys.stderr, leave=False,
+               disable=None)  # off when stderr is not a terminal
+    for start in range(0, len(episodes), cfg.batch):
         chunk = episodes[start : start + cfg.batch]
         gens = [torch.Generator().manual_seed(int(np.random.default_rng(ep.seed).integers(2**62))) for ep in chunk]
         context = np.stack([ep.arrays["frames"][: cfg.context] for ep in chunk])
         context_actions = np.stack([ep.actions[: cfg.context] for ep in chunk]).astype(np.float32)
         sim.reset(context, [ep.prompt for ep in chunk], gens, context_actions=context_actions)
-        frames = [sim.step(np.stack([ep.actions[cfg.context + s] for ep in chunk]).astype(np.float32)) for s in range(cfg.horizon)]
+        frames = []
+        for s in range(cfg.horizon):
+            frames.append(sim.step(np.stack([ep.actions[cfg.context + s] for ep in chunk]).astype(np.float32)))
+            bar.update(len(chunk))
         out.append(np.stack(frames, axis=1))
+    bar.close()
     return np.concatenate(out)
 
 
@@ -171,7 +177,7 @@ def run_compare(cfg: CompareConfig, *, keep: dict[str, list[np.ndarray]] | None 
         preds["model_b"] = learned_rollouts(cfg.checkpoint_b, cfg, episodes)
     tools = BaselineTools(make_engine(cfg.engine), make_engine(next(e for e in ENGINES if e != cfg.engine)), world.autoencoder)
     base_frames: dict[str, list[np.ndarray]] = {b: [] for b in cfg.baselines}
-    for ep in tqdm(episodes, desc="baselines", file=sys.stderr, leave=False):
+    for ep in episodes:
         for b in cfg.baselines:
             base_frames[b].append(BASELINES[b](ep, tools))
     tools.engine.close()
@@ -209,5 +215,6 @@ def run_compare(cfg: CompareConfig, *, keep: dict[str, list[np.ndarray]] | None 
         keep["model"] = [preds["model"][i] for i in range(n)]
         for b, fs in base_frames.items():
             keep[b] = [np.asarray(f) for f in fs[:n]]
-    write_video(out / "compare.mp4", [ep.truth for ep in episodes[:n]], [preds["model"][i] for i in range(n)], fps=episodes[0].spec.physics.fps)
+    write_comparison(out / "compare.mp4", [f"{cfg.scene} #{i}" for i in range(n)], [ep.truth for ep in episodes[:n]],
+                     [preds["model"][i] for i in range(n)], fps=episodes[0].spec.physics.fps)
     return result

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from worldsim.atomic import atomic_path, atomic_write_text
 from worldsim.checkpoint import world_checkpoint
 from worldsim.evaluate.compare import CompareConfig, run_compare
-from worldsim.evaluate.report import write_video
+from worldsim.evaluate.report import write_comparison
 
 
 @dataclass
@@ -125,6 +125,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     truths: list[np.ndarray] = []
     preds: list[np.ndarray] = []
+    labels: list[str] = []
     fps = 20  # every scene's frame rate
     for scene in cfg.scenes:
         keep: dict[str, list[np.ndarray]] = {}
@@ -137,7 +138,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, dict[str, Any]]:
         results[scene] = r
         truths += keep["truth"]
         preds += keep["model"]
-    write_video(out / "demo.mp4", truths, preds, fps=fps)
+        labels += [f"{scene} #{i}" for i in range(len(keep["truth"]))]
+    write_comparison(out / "demo.mp4", labels, truths, preds, fps=fps)
     plot(out / "horizon.png", results)
     summary = {scene: {"summary": r["summary"], "scores": r.get("scores"), "reader_error_px": r["reader_error_px"]} for scene, r in results.items()}
     config = dataclasses.asdict(cfg)
@@ -147,7 +149,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, dict[str, Any]]:
     print(f"{cfg.episodes} episodes per scene, {cfg.context} frames of context, {cfg.horizon} learned steps under the physics' "
           f"actions ({cfg.engine}, {cfg.split} split); errors in pixels of a {results[cfg.scenes[0]]['config']['resolution'][0]}-pixel frame.\n")
     print(summary_table(results, cfg.horizon))
-    print(f"\n  video   {out.resolve() / 'demo.mp4'}   (truth | learned | difference)")
+    print(f"\n  video   {out.resolve() / 'demo.mp4'}   (truth | learned | difference; also demo.gif, and demo.png: a contact sheet)")
     print(f"  plot    {out.resolve() / 'horizon.png'}")
     print(f"  metrics {out.resolve() / 'metrics.json'}   (per scene: {out.resolve()}/<scene>/report.md)")
     return results

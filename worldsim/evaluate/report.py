@@ -1,5 +1,5 @@
 """Writing a comparison down: metrics.json, episodes.jsonl, report.md, horizon.png,
-compare.mp4.
+compare.mp4 (with compare.gif and the contact sheet compare.png).
 
 Scores (0-100, per scene), in the spirit of Physics-IQ: each metric of a rollout,
 averaged over the horizon, is set against the same metric of the physical-variance
@@ -27,8 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from worldsim.atomic import atomic_path, atomic_write_text
-from worldsim.video import tile
-from worldsim.video import write_video as write
+from worldsim.video import write_labelled
 
 SUMMARY_METRICS = ("position_error_px", "position_error_charged_px", "objects_lost_rate", "velocity_error", "count_violation_rate", "psnr", "ssim",
                    "motion_iou", "agent_displacement_error_px")
@@ -143,14 +142,19 @@ def plot_horizon(path: str | Path, sources: dict[str, dict[str, Any]], *, title:
     return path
 
 
-def write_video(path: str | Path, truth: list[np.ndarray], preds: list[np.ndarray], *, fps: float) -> Path:
-    """Rows of episodes: truth | prediction | difference (amplified)."""
-    clips = []
-    for t, p in zip(truth, preds):
+def write_comparison(
+    path: str | Path, labels: list[str], truth: list[np.ndarray], preds: list[np.ndarray], *, fps: float, first_step: int = 1, gif: bool = True
+) -> dict[str, Path]:
+    """The comparison for people: one row per episode (``labels``), columns truth |
+    learned | difference (amplified), tiles enlarged to 256 px, the step on every frame;
+    ``path`` (.mp4), the same as .gif, and a .png contact sheet of truth and learned at
+    six steps."""
+    rows = []
+    for label, t, p in zip(labels, truth, preds):
         diff = np.clip(np.abs(t.astype(np.int16) - p.astype(np.int16)) * 2, 0, 255).astype(np.uint8)
-        clips += [t, p, diff]
-    scale = max(1, 96 // truth[0].shape[1])
-    return write(path, tile(clips, cols=3, scale=scale), fps=fps)
+        rows.append((label, [t, p, diff]))
+    return write_labelled(Path(path).with_suffix(""), rows, ["truth", "learned", "difference"], fps=fps, gif=gif, sheet_columns=[0, 1],
+                          first_step=first_step)
 
 
 def write_report(out: str | Path, result: dict[str, Any], *, episodes: list[dict[str, Any]]) -> None:

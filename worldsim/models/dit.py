@@ -94,6 +94,12 @@ def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[t
     return angles.cos(), angles.sin()
 
 
+def rms_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` with its weight in x's dtype: under bf16 autocast the input is bf16 and
+    the weight fp32, which nothing casts for rms_norm (PyTorch warns and takes a slow path)."""
+    return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (B, heads, L, hd) rotated by per-token angles."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -171,7 +177,7 @@ class SelfAttention(nn.Module):
         append: bool,
     ) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)  # each (B, h, L, hd)
-        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        q, k = apply_rope(rms_norm(self.q_norm, q), *rope), apply_rope(rms_norm(self.k_norm, k), *rope)
         if cache is not None:
             if append:
                 cache.append(layer, k, v)

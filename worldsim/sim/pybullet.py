@@ -18,7 +18,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pybullet as pb
+
+from worldsim.sim.quiet import quiet_stdout
+
+with quiet_stdout():  # its C extension prints its build time on import
+    import pybullet as pb
 
 from worldsim.sim import palette
 from worldsim.sim.engine import (

@@ -254,8 +254,11 @@ class RunLog:
         self.cfg, self.stage, self.main = cfg, stage, main
         self.writer = SummaryWriter(str(Path(cfg.out) / "tensorboard")) if main else None
         total = None if cfg.max_flops else cfg.max_steps
-        self.bar = tqdm(total=total, initial=start, desc=f"train {stage.kind}", disable=not main, file=sys.stderr, dynamic_ncols=True,
-                        unit="step", mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        # A bar on a terminal; without one (logs, CI, a background run) a line every log_every steps instead.
+        self.lines = main and not sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=start, desc=f"train {stage.kind}", disable=not main or self.lines, file=sys.stderr,
+                        dynamic_ncols=True, unit="step")
+        self.tic, self.since = time.perf_counter(), start
 
     def step(self, step: int, logs: dict[str, float], module: nn.Module, batch: dict[str, Any], device: torch.device, precision: str) -> None:
         if not self.main:
@@ -266,6 +269,11 @@ class RunLog:
             self.bar.set_postfix(loss=f"{logs['loss']:.4g}")
             for k, v in logs.items():
                 self.writer.add_scalar(f"train/{k}", v, step)  # type: ignore[union-attr]
+            if self.lines:
+                now = time.perf_counter()
+                log.info("step %d%s loss %.4g lr %.3g (%.2f s/step)", step, "" if self.cfg.max_flops else f"/{self.cfg.max_steps}", logs["loss"],
+                         logs.get("lr", 0.0), (now - self.tic) / max(1, step - self.since))
+                self.tic, self.since = now, step
         if step % self.cfg.sample_every == 0 or last:
             self.stage.log_samples(self.writer, step, module, batch, device, precision)
 
