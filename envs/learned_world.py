@@ -23,13 +23,16 @@ class _Worlds:
 
     def __init__(self, n: int, *, checkpoint: str | None, scene: str, engine: str, context: int, split: str, scene_overrides: dict[str, Any] | None,
                  sampler_steps: int, text_scale: float, action_scale: float, window: int | None, device: str, precision: str,
-                 episode_frames: int = EPISODE_FRAMES):
+                 episode_frames: int = EPISODE_FRAMES, observation: str = "frames"):
         checkpoint = world_checkpoint(checkpoint)
         if context < 1:
             raise ValueError(f"context must be at least 1 frame, got {context}")
         sampler = SamplerConfig(steps=sampler_steps, text_scale=text_scale, action_scale=action_scale)
         self.sim = LearnedSimulator(checkpoint, device=device, precision=precision, sampler=sampler, window=window)
         res = f"{self.sim.height}x{self.sim.width}"
+        if observation not in ("frames", "latents"):
+            raise ValueError(f"observation must be frames (uint8 pictures) or latents (the model's own, undecoded), got {observation!r}")
+        self.observation = observation
         self.twins = [PhysicsWorldEnv(scene, engine, res, split, scene_overrides, episode_frames=episode_frames) for _ in range(n)]
         self.context = context
         self.n = n
@@ -69,6 +72,8 @@ class _Worlds:
             raise ValueError(f"every world needs the same number and size of context frames, got {[f.shape for f in frames]}")
         self.captions = prompts
         out = self.sim.reset(np.stack(frames), prompts, gens)
+        if self.observation == "latents":
+            out = self.sim.current_latents()
         unknown = sorted({w for words in self.sim.unknown_words for w in words})
         if unknown and not self._warned:
             warnings.warn(f"the model does not know the prompt words {unknown}; it runs without them", stacklevel=3)
@@ -76,7 +81,14 @@ class _Worlds:
         return out
 
     def step(self, actions: np.ndarray) -> np.ndarray:
-        return self.sim.step(actions)
+        return self.sim.step(actions, decode=self.observation == "frames")
+
+    def space(self) -> gym.spaces.Box:
+        """One world's observation space."""
+        if self.observation == "latents":
+            c, f = self.sim.ae.latent_channels, self.sim.ae.spatial_factor
+            return gym.spaces.Box(-np.inf, np.inf, (c, self.sim.height // f, self.sim.width // f), np.float32)
+        return gym.spaces.Box(0, 255, (self.sim.height, self.sim.width, 3), np.uint8)
 
     def close(self) -> None:
         for t in self.twins:
@@ -103,7 +115,10 @@ class LearnedWorldEnv(gym.Env):
 
     ## Observation Space
 
-    ``Box(0, 255, (H, W, 3), uint8)`` at the model's resolution.
+    ``Box(0, 255, (H, W, 3), uint8)`` at the model's resolution; with
+    ``observation="latents"``, ``Box(-inf, inf, (C, h, w), float32)``: the model's latent
+    frames, never decoded (for agents that learn on latents; rendering still shows
+    pictures, decoded then).
 
     ## Rewards
 
@@ -147,16 +162,16 @@ class LearnedWorldEnv(gym.Env):
         precision: str = "auto",
         render_mode: str | None = None,
         episode_frames: int = EPISODE_FRAMES,
+        observation: str = "frames",
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.worlds = _Worlds(
             1, checkpoint=checkpoint, scene=scene, engine=engine, context=context, split=split, scene_overrides=scene_overrides,
             sampler_steps=sampler_steps, text_scale=text_scale, action_scale=action_scale, window=window, device=device, precision=precision,
-            episode_frames=episode_frames,
+            episode_frames=episode_frames, observation=observation,
         )
-        h, w = self.worlds.sim.height, self.worlds.sim.width
-        self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.observation_space = self.worlds.space()
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.metadata = {**self.metadata, "render_fps": self.worlds.sim.fps}
         self.render_mode = render_mode
@@ -193,10 +208,11 @@ class LearnedWorldEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         if self._frame is None:
             return None
+        frame = self._frame if self.worlds.observation == "frames" else self.worlds.sim.pictures()[0]
         if self.render_mode == "human":
-            self._window.show(self._frame, self.metadata["render_fps"])
+            self._window.show(frame, self.metadata["render_fps"])
             return None
-        return self._frame.copy()
+        return frame.copy()
 
     def close(self) -> None:
         self._window.close()
@@ -234,11 +250,11 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
             device=kwargs.pop("device", "auto"),
             precision=kwargs.pop("precision", "auto"),
             episode_frames=kwargs.pop("episode_frames", EPISODE_FRAMES),
+            observation=kwargs.pop("observation", "frames"),
         )
         if kwargs:
             raise TypeError(f"unknown arguments {sorted(kwargs)}")
-        h, w = self.worlds.sim.height, self.worlds.sim.width
-        self.single_observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.single_observation_space = self.worlds.space()
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
@@ -281,7 +297,9 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
         return self._frames.copy(), np.zeros(n), np.zeros(n, bool), truncated, {}
 
     def render(self) -> np.ndarray | None:
-        return None if self._frames is None else self._frames.copy()
+        if self._frames is None:
+            return None
+        return self._frames.copy() if self.worlds.observation == "frames" else self.worlds.sim.pictures()
 
     def close_extras(self, **kwargs: Any) -> None:
         self.worlds.close()

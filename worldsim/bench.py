@@ -40,17 +40,19 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
+from worldsim.checkpoint import CheckpointError, world_checkpoint
 from worldsim.config import config_dir
 from worldsim.data.episode import save_episode
 from worldsim.data.generation import StreamConfig, generate_stream, make_episode, process_engine
 from worldsim.diffusion.flow import FlowConfig, flow_loss, training_inputs
 from worldsim.diffusion.sampling import SamplerConfig
+from worldsim.evaluate.autoencoder import evaluate_autoencoder
 from worldsim.evaluate.fidelity import FidelityConfig, run_fidelity
 from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder
 from worldsim.models.dit import DiTConfig
 from worldsim.models.text import TextConfig
-from worldsim.models.world import WorldModel, save_world
-from worldsim.runtime import cpu_has_native_bf16, resolve_precision
+from worldsim.models.world import WorldModel, load_world, save_world
+from worldsim.runtime import choose_threads, cpu_has_native_bf16, resolve_precision
 from worldsim.sim.engines import EngineConfig, make_engine
 from worldsim.sim.scenes import SCENES, episode_seed, scene_config
 from worldsim.sim.simulate import simulate
@@ -318,73 +320,106 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_step(args: argparse.Namespace) -> dict[str, Any]:
-    """The learned simulator's speed at 64x64: one world, 64 worlds, the KV cache's
-    speed-up over recomputing the context, FLOP/s against the machine's peak, and
-    memory over a long rollout. Without ``--checkpoint``, an untrained model of the
-    named size (speed does not depend on the weights)."""
+    """The learned simulator's speed at its resolution, and where the time goes.
 
-
+    Same model, same machine, one run: for 1, 8 and 64 worlds (``--worlds``), steps/s
+    and frames/s with the KV cache, and per step the time in the DiT, in decoding, and
+    in the rest (Python and small operations), the model FLOPs per step (counted by
+    ``torch.utils.flop_counter``) and the FLOP/s reached against the matrix-product peak
+    of the precision used measured in the same run; for one world, the cache against
+    recomputing the window, compiled (``torch.compile``) against eager, and stepping
+    without decoding (``decode=False``); and peak memory at 10% and 100% of a long
+    rollout. The model is ``--checkpoint`` (default: the bundled reference model), or
+    with ``--model NAME`` an untrained model of that size (speed does not depend on
+    the weights)."""
     tmp = Path(tempfile.mkdtemp(prefix="worldsim-bench-"))
     try:
-        checkpoint = args.checkpoint
-        if checkpoint is None:
+        if args.model:
             torch.manual_seed(0)
-            ae_cfg = AutoencoderConfig(**OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "ae" / "f8.yaml")))  # type: ignore[arg-type]
             dit = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / f"{args.model}.yaml"))
             assert isinstance(dit, dict)
-            world = WorldModel(DiTConfig(**dit, latent_channels=ae_cfg.latent_channels, text_dim=128), TextConfig())
+            ae = Autoencoder(AutoencoderConfig(identity=True))
+            world = WorldModel(DiTConfig(**dit, latent_channels=ae.latent_channels, text_dim=128), TextConfig())
             for p in world.parameters():  # untrained adaLN-Zero blocks would skip their work: wake them up
                 if p.abs().sum() == 0:
                     torch.nn.init.normal_(p, std=0.02)
-            checkpoint = save_world(str(tmp / "world.pt"), world, Autoencoder(ae_cfg), resolution=(64, 64), fps=20)
+            checkpoint = save_world(str(tmp / "world.pt"), world, ae, resolution=(64, 64), fps=20)
+            name = f"untrained {args.model} (pixel space)"
+        else:
+            checkpoint = world_checkpoint(args.checkpoint)
+            name = checkpoint
         sampler = SamplerConfig(steps=args.steps)
         rng = np.random.default_rng(0)
         prompt = "Two balls bounce in a box under low gravity. The red ball is small, heavy and very bouncy. The blue ball is large, light and dead."
 
-        def time_steps(sim: Any, worlds: int, steps: int, context: int) -> float:
-            frames = rng.integers(0, 256, (worlds, context, sim.height, sim.width, 3), dtype=np.uint8)
+        def start(sim: LearnedSimulator, worlds: int) -> None:
+            frames = rng.integers(0, 256, (worlds, 4, sim.height, sim.width, 3), dtype=np.uint8)
             sim.reset(frames, prompt, [torch.Generator().manual_seed(i) for i in range(worlds)])
-            sim.step(np.zeros((worlds, 2), np.float32))  # warm up
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                sim.step(rng.uniform(-1, 1, (worlds, 2)).astype(np.float32))
-            return (time.perf_counter() - t0) / steps
 
-        sim = LearnedSimulator(checkpoint, sampler=sampler, window=8)
-        single = time_steps(sim, 1, args.single_steps, 8)
-        batched = time_steps(sim, args.worlds, args.batched_steps, 4)
-        recompute = time_steps(LearnedSimulator(checkpoint, sampler=sampler, window=8, use_cache=False), 1, max(3, args.single_steps // 4), 8)
-        # FLOPs of one batched step (the model and the decoder)
-        sim.reset(rng.integers(0, 256, (args.worlds, 4, sim.height, sim.width, 3), dtype=np.uint8), prompt,
-                  [torch.Generator().manual_seed(i) for i in range(args.worlds)])
-        counter = FlopCounterMode(display=False)
-        with counter:
-            sim.step(np.zeros((args.worlds, 2), np.float32))
-        flops_per_s = counter.get_total_flops() / batched
-        # memory over a long rollout of one world
-        sim.reset(rng.integers(0, 256, (1, 4, sim.height, sim.width, 3), dtype=np.uint8), prompt, [torch.Generator().manual_seed(0)])
+        def timed(sim: LearnedSimulator, worlds: int, steps: int, *, decode: bool = True) -> dict[str, float]:
+            start(sim, worlds)
+            for _ in range(2):  # warm up (and fill the cache's first slots)
+                sim.step(np.zeros((worlds, 2), np.float32), decode=decode)
+            sim.timings = {k: 0.0 for k in sim.timings}
+            for _ in range(steps):
+                sim.step(rng.uniform(-1, 1, (worlds, 2)).astype(np.float32), decode=decode)
+            t = sim.timings
+            n = max(1, t["steps"])
+            per = t["step_s"] / n
+            return {"steps_per_s": round(1 / per, 2), "frames_per_s": round(worlds / per, 1), "ms_per_step": round(1000 * per, 2),
+                    "dit_ms": round(1000 * t["dit_s"] / n, 2), "decode_ms": round(1000 * t["decode_s"] / n, 2),
+                    "other_ms": round(1000 * (t["step_s"] - t["dit_s"] - t["decode_s"]) / n, 2)}
+
+        def step_flops(sim: LearnedSimulator, worlds: int) -> float:
+            start(sim, worlds)
+            counter = FlopCounterMode(display=False)
+            with counter:
+                sim.step(np.zeros((worlds, 2), np.float32))
+            return float(counter.get_total_flops())
+
+        sim = LearnedSimulator(checkpoint, sampler=sampler)
+        peak = {"bf16": matmul_flops_per_s(torch.bfloat16), "fp32": matmul_flops_per_s(torch.float32)}[sim.precision]
+        worlds = {}
+        for n in sorted({1, 8, args.worlds}):
+            r = timed(sim, n, args.single_steps if n == 1 else args.batched_steps)
+            flops = step_flops(sim, n)
+            r["model_flops_per_step"] = flops
+            r["flops_per_s"] = round(flops / (r["ms_per_step"] / 1000) / 1e9, 2) * 1e9
+            r["flops_over_peak"] = round(r["flops_per_s"] / peak, 3)
+            worlds[str(n)] = r
+        single = worlds["1"]
+        recompute = timed(LearnedSimulator(checkpoint, sampler=sampler, use_cache=False), 1, max(5, args.single_steps // 3))
+        latent = timed(sim, 1, args.single_steps, decode=False)
+        compiled: dict[str, Any] = {}
+        if args.compile:
+            try:
+                csim = LearnedSimulator(checkpoint, sampler=sampler, compile=True)
+                timed(csim, 1, 3)  # compile
+                compiled = timed(csim, 1, args.single_steps)
+            except Exception as e:  # a compiler that fails here is reported, not fatal
+                compiled = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        start(sim, 1)
         marks = []
         for i in range(args.long_steps):
             sim.step(rng.uniform(-1, 1, (1, 2)).astype(np.float32))
             if i in (args.long_steps // 10, args.long_steps - 1):
                 marks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-        peak_bf16 = matmul_flops_per_s(torch.bfloat16)
-        peak_fp32 = matmul_flops_per_s(torch.float32)
         return {
             "bench": "step",
-            "checkpoint": args.checkpoint or f"untrained {args.model} with the f8 autoencoder",
+            "checkpoint": name,
             "resolution": [sim.height, sim.width],
             "sampler": {"method": sampler.method, "steps": sampler.steps},
+            "window": sim.window,
             "precision": sim.precision,
-            "steps_per_s_single": round(1 / single, 2),
-            "frames_per_s_batched": round(args.worlds / batched, 1),
-            "worlds_batched": args.worlds,
-            "kv_cache_speedup": round(recompute / single, 2),
-            "model_flops_per_s": round(flops_per_s / 1e9, 2) * 1e9,
-            "matmul_bf16_flops_per_s": round(peak_bf16 / 1e9, 2) * 1e9,
-            "matmul_fp32_flops_per_s": round(peak_fp32 / 1e9, 2) * 1e9,
-            "flops_over_bf16_peak": round(flops_per_s / peak_bf16, 3),
-            "flops_over_fp32_peak": round(flops_per_s / peak_fp32, 3),
+            "threads": torch.get_num_threads(),
+            "steps_per_s_single": single["steps_per_s"],
+            f"frames_per_s_{args.worlds}_worlds": worlds[str(args.worlds)]["frames_per_s"],
+            "kv_cache_speedup": round(recompute["ms_per_step"] / single["ms_per_step"], 2),
+            "worlds": worlds,
+            "recomputed_window_single": recompute,
+            "latents_only_single": latent,
+            "compiled_single": compiled or None,
+            "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,
             "rollout_steps": args.long_steps,
             "peak_memory_mib_at_10_percent": round(marks[0] / 1024, 1),
             "peak_memory_mib_at_end": round(marks[1] / 1024, 1),
@@ -392,6 +427,18 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_roundtrip(args: argparse.Namespace) -> dict[str, Any]:
+    """The autoencoder round-trip gate on a data folder's test split (worldsim.evaluate.autoencoder)."""
+    if args.ae == "identity":
+        ae = load_autoencoder("identity")
+    else:
+        try:
+            ae = load_world(world_checkpoint(args.ae)).autoencoder  # a world: its autoencoder
+        except CheckpointError:
+            ae = load_autoencoder(args.ae)  # an autoencoder run
+    return {"bench": "roundtrip", "ae": args.ae, **evaluate_autoencoder(ae.eval(), args.data, episodes=args.episodes)}
 
 
 def bench_fidelity(args: argparse.Namespace) -> dict[str, Any]:
@@ -421,6 +468,7 @@ def flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worldsim.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs other jobs leave free, at least 1)")
     sub = parser.add_subparsers(dest="what", required=True)
     g = sub.add_parser("generate", help="episode generation: pipeline vs render-only, workers speed-up")
     g.add_argument("--engines", nargs="+", default=["pybullet", "mujoco"])
@@ -444,13 +492,18 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     t.add_argument("--repeats", type=int, default=3)
     st = sub.add_parser("step", help="learned simulator steps per second, batched frames per second, KV cache speed-up")
-    st.add_argument("--checkpoint", default=None, help="a DiT run or checkpoint (default: an untrained --model)")
-    st.add_argument("--model", default="dit_s")
+    st.add_argument("--checkpoint", default=None, help="a DiT run, checkpoint or export (default: the bundled reference model)")
+    st.add_argument("--model", default=None, help="instead, an untrained model of this size (conf/model)")
+    st.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="also time torch.compile (--no-compile skips)")
     st.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
     st.add_argument("--worlds", type=int, default=64)
     st.add_argument("--single-steps", type=int, default=30)
-    st.add_argument("--batched-steps", type=int, default=5)
+    st.add_argument("--batched-steps", type=int, default=10)
     st.add_argument("--long-steps", type=int, default=1000)
+    rt = sub.add_parser("roundtrip", help="the autoencoder round-trip gate: positions and objects through encode-decode")
+    rt.add_argument("--ae", default="identity", help="identity, an autoencoder run, or a world checkpoint or export (its autoencoder)")
+    rt.add_argument("--data", required=True)
+    rt.add_argument("--episodes", type=int, default=64, help="spread over the test split's scenes and engines")
     fi = sub.add_parser("fidelity", help="does a trained world keep its objects: one step, rollouts, count violations, speed")
     fi.add_argument("--checkpoint", required=True, help="a DiT run directory, checkpoint or export")
     fi.add_argument("--data", required=True, help="a generated folder with a test split")
@@ -466,9 +519,16 @@ def main(argv: list[str] | None = None) -> None:
     fi.add_argument("--speed-steps", type=int, default=20, help="single-world steps timed (0: skip)")
     fi.add_argument("--device", default="auto")
     fi.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    args = parser.parse_args(flags(sys.argv[1:] if argv is None else argv))
+    argv = flags(sys.argv[1:] if argv is None else argv)
+    if "--threads" in argv[1:]:  # a process setting: taken wherever it is given
+        i = argv.index("--threads")
+        argv = argv[i : i + 2] + argv[:i] + argv[i + 2 :]
+    args = parser.parse_args(argv)
+    choose_threads(args.threads)
     if args.what == "fidelity":
         result = bench_fidelity(args)
+    elif args.what == "roundtrip":
+        result = bench_roundtrip(args)
     elif args.what == "step":
         result = bench_step(args)
     elif args.what == "train":

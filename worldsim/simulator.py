@@ -18,6 +18,8 @@ a rollout, and a batch of worlds gives what each would give alone.
 
 from __future__ import annotations
 
+import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,11 @@ class LearnedSimulator:
       context_noise: noise level of frames in the cache (default: the sampler's).
       use_cache: False recomputes the whole window at every denoising step instead
         of caching keys and values (the same result, slower: for comparison).
+      compile: ``torch.compile`` the DiT's per-frame call (static shapes); where
+        compiling fails the eager module is used, with a warning.
+
+    ``timings`` accumulates seconds spent in the DiT, in decoding and in all of
+    ``step`` (the rest is Python and small operations), and the steps taken.
     """
 
     def __init__(
@@ -54,6 +61,7 @@ class LearnedSimulator:
         window: int | None = None,
         context_noise: float | None = None,
         use_cache: bool = True,
+        compile: bool = False,
     ):
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -73,6 +81,13 @@ class LearnedSimulator:
         self.window = window or self.config.history
         self.anchored = self.config.dit.anchor
         self.prediction = self.config.flow.prediction
+        self.timings = {"dit_s": 0.0, "decode_s": 0.0, "step_s": 0.0, "steps": 0}
+        self._dit: Any = self.model.dit
+        if compile:
+            try:
+                self._dit = torch.compile(self.model.dit, dynamic=False)
+            except Exception as e:  # no compiler here (a CPU without a C++ toolchain, an old Python)
+                warnings.warn(f"torch.compile is unavailable ({type(e).__name__}: {e}); stepping the eager model", stacklevel=2)
         self.use_cache = use_cache
         self.context_noise = self.sampler.context_noise if context_noise is None else context_noise
         self.height, self.width = self.config.data.resolution
@@ -129,6 +144,7 @@ class LearnedSimulator:
             "text": self._text(prompts, branches),
             "cache": KVCache(len(self.model.dit.blocks), window=self.window),
             "history": [],  # without the cache: (noisy latent, action) of the frames in the window
+            "undecoded": [],  # latents stepped with decode=False, decoded before the next frame is
             "recent": [],  # the last frames as the cache holds them, newest first, (B, 1, C, h, w) each: an anchored step's anchor
             "decoder": {},
             "frame": 0,
@@ -147,9 +163,12 @@ class LearnedSimulator:
         return frames[:, -1].copy()
 
     @torch.no_grad()
-    def step(self, actions: np.ndarray) -> np.ndarray:
+    def step(self, actions: np.ndarray, *, decode: bool = True) -> np.ndarray:
         """Advance every world one frame under ``actions`` (B, A) float32 in [-1, 1]
-        (finite values outside are clipped); returns the frames (B, H, W, 3) uint8."""
+        (finite values outside are clipped); returns the frames (B, H, W, 3) uint8, or
+        with ``decode=False`` the latents (B, C, h, w) float32 without decoding them
+        (for agents that learn on latents; frames decoded later catch up first)."""
+        tic = time.perf_counter()
         st = self._require_state()
         b = st["batch"]
         a = np.asarray(actions)
@@ -173,10 +192,36 @@ class LearnedSimulator:
             if recent:
                 x = st["last_latent"] + x  # the step denoised the difference from the previous frame (as generated, before its noise)
             self._commit(x, act)
-            frame = self.ae.decode_stream(x, st["decoder"])[:, 0]  # (B, 3, H, W)
-        out = to_uint8(frame)  # (B, H, W, 3)
-        st["last"] = out
+            st["undecoded"].append(x)
+            if not decode:
+                self._account(tic)
+                return x[:, 0].float().cpu().numpy()
+        out = self.pictures()
+        self._account(tic)
         return out
+
+    @torch.no_grad()
+    def pictures(self) -> np.ndarray:
+        """The worlds' current frames (B, H, W, 3) uint8, decoding what was stepped
+        without decoding (the decoder's temporal layers see every latent frame)."""
+        st = self._require_state()
+        if st["undecoded"]:
+            d0 = time.perf_counter()
+            with autocast(self.device, self.precision):
+                for z in st["undecoded"]:
+                    frame = self.ae.decode_stream(z, st["decoder"])[:, 0]  # (B, 3, H, W)
+            st["undecoded"] = []
+            st["last"] = to_uint8(frame)  # (B, H, W, 3)
+            self.timings["decode_s"] += time.perf_counter() - d0
+        return st["last"]
+
+    def _account(self, tic: float) -> None:
+        self.timings["step_s"] += time.perf_counter() - tic
+        self.timings["steps"] += 1
+
+    def current_latents(self) -> np.ndarray:
+        """The worlds' current latent frames (B, C, h, w) float32, as generated."""
+        return self._require_state()["last_latent"][:, 0].float().cpu().numpy()
 
     @property
     def unknown_words(self) -> list[list[str]]:
@@ -216,7 +261,7 @@ class LearnedSimulator:
         b = st["batch"]
         tt = torch.full((b * st["branches"], 1), float(t), device=self.device)
         if self.use_cache:
-            v = self.model.dit(
+            v = self._call_dit(
                 self._rep(x), tt, self._rep(act), st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=st["frame"],
                 anchor=None if anchor is None else self._rep(anchor), anchor_t=None if anchor is None else torch.full_like(tt, self.context_noise),
             ).float()
@@ -230,7 +275,7 @@ class LearnedSimulator:
                 anchors = self._rep(torch.cat([anchor.new_zeros(b, xs.shape[1] - 1, *anchor.shape[2:]), anchor], dim=1))
                 anchored = torch.zeros(anchors.shape[:2], dtype=torch.bool, device=self.device)
                 anchored[:, -1] = True
-            v = self.model.dit(
+            v = self._call_dit(
                 self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=st["frame"] - len(past),
                 anchor=anchors, anchored=anchored, anchor_t=None if anchors is None else torch.full(anchored.shape, self.context_noise, device=self.device),
             ).float()[:, -1:]
@@ -239,6 +284,12 @@ class LearnedSimulator:
             return v
         return combine_guidance(*v.chunk(st["branches"]), self.sampler)
 
+    def _call_dit(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        tic = time.perf_counter()
+        out = self._dit(*args, **kwargs)
+        self.timings["dit_s"] += time.perf_counter() - tic
+        return out
+
     def _commit(self, latents: torch.Tensor, actions: torch.Tensor) -> None:
         """Put finished frames (B, K, C, h, w) into the cache at the context noise level."""
         st = self._require_state()
@@ -246,11 +297,12 @@ class LearnedSimulator:
         noise = torch.cat([self._noise(latents.shape[2:]) for _ in range(k)], dim=1)
         noisy = add_noise(latents, torch.full((b, k), self.context_noise, device=self.device), noise)
         if self.use_cache:
-            tt = torch.full((b * st["branches"], k), self.context_noise, device=self.device)
-            self.model.dit(
-                self._rep(noisy), tt, self._rep(actions), st["text"], causal=True, action_drop=self._action_drop(),
-                cache=st["cache"], frame_offset=st["frame"], append=True,
-            )
+            tt = torch.full((b * st["branches"], 1), self.context_noise, device=self.device)
+            for i in range(k):  # one frame a call: each sees the frames before it and itself
+                self._call_dit(
+                    self._rep(noisy[:, i : i + 1]), tt, self._rep(actions[:, i : i + 1]), st["text"], causal=True, action_drop=self._action_drop(),
+                    cache=st["cache"], frame_offset=st["frame"] + i, append=True,
+                )
         else:
             st["history"] = (st["history"] + [(noisy[:, i : i + 1], actions[:, i : i + 1]) for i in range(k)])[-self.window :]
         st["recent"] = ([noisy[:, i : i + 1] for i in reversed(range(k))] + st["recent"])[: self.config.dit.anchor_frames]

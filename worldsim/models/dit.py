@@ -109,44 +109,63 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 # -- caching ------------------------------------------------------------------------------------------
 class KVCache:
-    """Keys and values of past frames, per block, for block-causal stepping.
+    """Keys and values of past frames, per block, for block-causal stepping: a ring of
+    ``window`` frame slots in buffers allocated once, written in place.
 
-    ``k[i], v[i]``: (B, heads, L, hd); ``frames``: the latent frame index of each of
-    the L cached tokens. ``window`` (frames) keeps only the most recent frames.
+    Layout per block: ``(B, heads, (window + 1) * N, hd)``, slot 0 the frame being
+    computed now, slots 1 .. window the past frames (in ring order: attention does not
+    care about the order of its keys, and each key carries its own rotary position).
+    A step's attention reads the contiguous prefix ``[now, the frames held]``: no
+    concatenation, no trimming copies. Committing a frame copies slot 0 into the ring.
+    One new frame at a time (the simulator commits context frames one by one).
     """
 
     def __init__(self, depth: int, window: int | None = None):
+        self.depth = depth
+        self.window = 8 if window is None else int(window)
+        if self.window < 1:
+            raise ValueError(f"a KV cache needs a window of at least one frame, got {window}")
         self.k: list[torch.Tensor | None] = [None] * depth
         self.v: list[torch.Tensor | None] = [None] * depth
-        self.frames: torch.Tensor | None = None
-        self.window = window
+        self.held = 0  # past frames in the ring (at most window)
+        self.next = 0  # the ring slot the next committed frame goes to
+        self.tokens = 0  # tokens per frame
 
     def __len__(self) -> int:
-        return 0 if self.frames is None else int(self.frames.numel())
+        return self.held * self.tokens
 
     def num_frames(self) -> int:
-        return 0 if self.frames is None else int(torch.unique(self.frames).numel())
+        return self.held
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        self.k[layer] = k if self.k[layer] is None else torch.cat([self.k[layer], k], dim=2)
-        self.v[layer] = v if self.v[layer] is None else torch.cat([self.v[layer], v], dim=2)
+    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Put the new frame's keys and values (B, h, N, hd) in slot 0 and return the
+        keys and values it attends to: itself and the frames held (views)."""
+        b, h, n, hd = k.shape
+        if self.k[layer] is None or self.k[layer].shape[0] != b or self.k[layer].dtype != k.dtype:
+            self.tokens = n
+            self.k[layer] = k.new_zeros(b, h, (self.window + 1) * n, hd)
+            self.v[layer] = v.new_zeros(b, h, (self.window + 1) * n, hd)
+        elif n != self.tokens:
+            raise ValueError(f"a KV cache holds one frame of {self.tokens} tokens a step, got {n}")
+        kb, vb = self.k[layer], self.v[layer]
+        assert kb is not None and vb is not None
+        kb[:, :, :n].copy_(k)
+        vb[:, :, :n].copy_(v)
+        end = (self.held + 1) * n
+        return kb[:, :, :end], vb[:, :, :end]
 
-    def append_frames(self, frames: torch.Tensor) -> None:
-        self.frames = frames if self.frames is None else torch.cat([self.frames, frames])
-
-    def trim(self) -> None:
-        """Drop tokens of frames older than the window."""
-        if self.window is None or self.frames is None:
-            return
-        keep = self.frames > self.frames.max() - self.window
-        if bool(keep.all()):
-            return
-        idx = torch.nonzero(keep).squeeze(1)
-        self.frames = self.frames[idx]
-        for i in range(len(self.k)):
-            if self.k[i] is not None:
-                self.k[i] = self.k[i].index_select(2, idx)
-                self.v[i] = self.v[i].index_select(2, idx)  # type: ignore[union-attr]
+    def commit(self) -> None:
+        """Keep the frame in slot 0 (every block's) as a past frame, over the oldest."""
+        n, slot = self.tokens, 1 + self.next
+        for kb, vb in zip(self.k, self.v):
+            if kb is not None and vb is not None:
+                kb[:, :, slot * n : (slot + 1) * n].copy_(kb[:, :, :n])
+                vb[:, :, slot * n : (slot + 1) * n].copy_(vb[:, :, :n])
+        self.next = (self.next + 1) % self.window
+        self.held = min(self.held + 1, self.window)
+        # slot 0 must hold the newest past frame only while the ring has room: the
+        # prefix [0, held] is what attention reads, so the ring fills slots 1.. in order
+        # until full; after that every slot is read and order does not matter.
 
 
 # -- layers ------------------------------------------------------------------------------------------
@@ -179,13 +198,7 @@ class SelfAttention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)  # each (B, h, L, hd)
         q, k = apply_rope(rms_norm(self.q_norm, q), *rope), apply_rope(rms_norm(self.k_norm, k), *rope)
         if cache is not None:
-            if append:
-                cache.append(layer, k, v)
-                keys, values = cache.k[layer], cache.v[layer]
-            else:
-                past_k, past_v = cache.k[layer], cache.v[layer]
-                keys = k if past_k is None else torch.cat([past_k, k], dim=2)
-                values = v if past_v is None else torch.cat([past_v, v], dim=2)
+            keys, values = cache.attend(layer, k, v)  # the new frame and the frames held, no copies
         else:
             keys, values = k, v
         o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, h, L, hd)
@@ -432,17 +445,16 @@ class DiT(nn.Module):
         rope = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
         q_frames = pos[:, 0]
         mask = None
+        if cache is not None and tt != 1:
+            raise ValueError(f"with a KV cache the DiT computes one new frame a call, got {tt}")
         if frame_mask is not None:  # an explicit frame-level pattern, expanded to tokens
             mask = frame_mask.to(dev).repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T'N, T'N)
-        elif causal:
-            k_frames = q_frames if cache is None or cache.frames is None else torch.cat([cache.frames, q_frames])
-            if tt > 1:  # several new frames: each sees the cache, itself and earlier new frames
-                mask = q_frames[:, None] >= k_frames[None, :]  # (T'N, L)
+        elif causal and tt > 1:  # several frames: each sees itself and the earlier ones
+            mask = q_frames[:, None] >= q_frames[None, :]  # (T'N, T'N)
         for i, block in enumerate(self.blocks):
             z = block(z, cond, state.kv[i], state.mask, rope, mask, cache, i, append)
         if cache is not None and append:
-            cache.append_frames(q_frames)
-            cache.trim()
+            cache.commit()
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
         return self.unpatchify(out, h, w).to(x.dtype)  # (B, T, C, H, W)
