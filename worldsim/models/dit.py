@@ -59,6 +59,9 @@ class DiTConfig:
     rope_theta: float = 10000.0
     anchor: bool = False  # frames may be anchored to a previous frame (see the module docstring)
     anchor_frames: int = 1  # frames before an anchored one that its anchor embedding sees, newest first
+    # plain: a frame at noise level t enters as it is | signal: scaled by (1 - t), so a frame
+    # of pure noise enters as zeros and at t = 1 the model predicts from its context alone
+    noise_input: str = "plain"
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -69,6 +72,8 @@ class DiTConfig:
             raise ValueError(f"model.patch must be [pt, ph, pw] >= 1, got {self.patch}")
         if self.anchor_frames < 1:
             raise ValueError(f"model.anchor_frames must be at least 1, got {self.anchor_frames}")
+        if self.noise_input not in ("plain", "signal"):
+            raise ValueError(f"model.noise_input must be plain or signal, got {self.noise_input!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -419,6 +424,8 @@ class DiT(nn.Module):
         else:
             state = self.text_state(*text, text_drop)
         cond = self.condition(t, actions, state.pooled, action_drop, causal)  # (B, T', D)
+        if self.config.noise_input == "signal":
+            x = x * (1 - t.to(x.dtype))[:, :, None, None, None]  # pure noise enters as zeros
         p = self.patchify(x)  # (B, T', N, P)
         tt, n = p.shape[1], p.shape[2]
         z = self.embed(p.to(state.tokens.dtype))  # (B, T', N, D)
