@@ -62,6 +62,10 @@ class DiTConfig:
     # plain: a frame at noise level t enters as it is | signal: scaled by (1 - t), so a frame
     # of pure noise enters as zeros and at t = 1 the model predicts from its context alone
     noise_input: str = "plain"
+    # Channels of a small convolutional head refining the output at the latent pixel
+    # level (0: none). It sees the DiT's output, the frame's input and its anchor frames,
+    # so the local, translation-shaped part of motion need not pass through patch tokens.
+    pixel_head: int = 0
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -303,6 +307,15 @@ class DiT(nn.Module):
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.final = nn.Linear(d, self.patch_dim)
+        if config.pixel_head:
+            c, w = config.latent_channels, config.pixel_head
+            inputs = c * (2 + (config.anchor_frames if config.anchor else 0))
+            self.pixel_head = nn.Sequential(
+                nn.Conv2d(inputs, w, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(w, w, 3, padding=2, dilation=2), nn.SiLU(),
+                nn.Conv2d(w, w, 3, padding=4, dilation=4), nn.SiLU(),
+                nn.Conv2d(w, c, 3, padding=1),
+            )
         if config.anchor:
             self.anchor_embed = nn.Linear(self.patch_dim * config.anchor_frames, d)  # the anchor frames' patches, beside the frame's own
             self.anchor_flag = nn.Parameter(torch.zeros(d))  # "this frame is a difference from its anchor"
@@ -330,6 +343,9 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_modulation[-1].bias)
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
+        if self.config.pixel_head:  # its last layer at zero: the head adds nothing before it learns
+            nn.init.zeros_(self.pixel_head[-1].weight)
+            nn.init.zeros_(self.pixel_head[-1].bias)
         if self.config.anchor:  # the anchor starts unseen: an anchored frame begins as a copy of it
             nn.init.zeros_(self.anchor_embed.weight)
             nn.init.zeros_(self.anchor_embed.bias)
@@ -464,5 +480,12 @@ class DiT(nn.Module):
             cache.commit()
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
-        return self.unpatchify(out, h, w).to(x.dtype)  # (B, T, C, H, W)
+        out = self.unpatchify(out, h, w)  # (B, T, C, H, W)
+        if self.config.pixel_head:
+            parts = [out, x.to(out.dtype)]  # x: the frame's (scaled) input
+            if self.config.anchor:
+                parts.append(a.to(out.dtype))  # its anchor frames (zeros where not anchored)
+            feats = rearrange(torch.cat(parts, dim=2), "b t c h w -> (b t) c h w")
+            out = out + rearrange(self.pixel_head(feats), "(b t) c h w -> b t c h w", b=b)  # (B, T, C, H, W)
+        return out.to(x.dtype)  # (B, T, C, H, W)
 
