@@ -119,3 +119,21 @@ def test_the_bundled_weights_are_the_reference_experiment():
     assert world.step == experiment["max_steps"]
     n = sum(p.numel() for p in world.model.parameters())
     assert 10e6 < n < 15e6, n  # dit_s with its text encoder
+
+
+def test_the_demos_console_is_quiet(exported, tmp_path):
+    """The demo's whole console output: worldsim's summary and nothing else (no
+    warnings, no third-party log lines, no progress bars when not on a terminal)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "worldsim.demo", f"checkpoint={exported}", "scenes=[bouncing_balls,shatter]", "episodes=1", "horizon=3", "context=2",
+         "baselines=[copy_last,physical_variance]", "sampler_steps=1", "videos=1", f"out={tmp_path}", "threads=1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    console = r.stdout + r.stderr
+    for chatter in ("Warning", "warn", "OpenGL", "pybullet build time", "ALSA", "it/s]", "Traceback", "[INFO]"):
+        assert chatter not in console, (chatter, console[-3000:])
+    assert console.lstrip().startswith("worldsim demo:") and "pos err" in console

@@ -112,9 +112,10 @@ class Session:
         for env in (self.physics, self.learned):
             if env is not None:
                 env.close()
-        self.physics = gym.make("PhysicsWorld-v0", scene=self.scene, engine=cfg.engine)
         self.learned = gym.make("worldsim:LearnedWorld-v0", checkpoint=cfg.checkpoint, scene=self.scene, engine=cfg.engine, context=cfg.context,
                                 sampler_steps=cfg.sampler_steps, device=cfg.device, precision=cfg.precision)
+        h, w = self.learned.observation_space.shape[:2]
+        self.physics = gym.make("PhysicsWorld-v0", scene=self.scene, engine=cfg.engine, resolution=f"{h}x{w}")  # the model's size
         frame, _ = self.physics.reset(seed=self.seed)
         for _ in range(cfg.context - 1):  # the learned world starts where the twin is after its context
             frame = self.physics.step(np.zeros(2, np.float32))[0]
