@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
@@ -62,7 +63,7 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def varied_keys(rows: list[dict[str, Any]], *, hidden: tuple[str, ...] = ("out", "hydra.sweep.dir")) -> list[str]:
+def varied_keys(rows: list[dict[str, Any]], *, hidden: tuple[str, ...] = ("out", "hydra.sweep.dir", "threads")) -> list[str]:
     keys = sorted({k for r in rows for k in r["overrides"] if k not in hidden})
     return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
 
@@ -121,6 +122,43 @@ def plot(path: Path, rows: list[dict[str, Any]], metric: str, by: str | None) ->
     return path
 
 
+CURVE_METRICS = (("tf_err_px", "one step, teacher forced: position error (px)", "tf_err_px_copy"),
+                 ("ar_lost_mean", "16 autoregressive steps: objects lost", None),
+                 ("ar_err_px@4", "autoregressive position error at step 4 (px)", None))
+
+
+def curves(sweep: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each run's fidelity probe at every kept checkpoint (eval/fidelity_curve.json)."""
+    out = {}
+    for run in sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "eval" / "fidelity_curve.json").is_file()):
+        label = ", ".join(f"{k}={v}" for k, v in _overrides(run).items() if k not in ("experiment", "tag", "threads", "hydra.sweep.dir")) or "base"
+        out[label] = json.loads((run / "eval" / "fidelity_curve.json").read_text())
+    return out
+
+
+def plot_curves(path: Path, runs: dict[str, list[dict[str, Any]]]) -> Path:
+    """The probe against training FLOPs, one line per run, one panel per figure (with
+    copy-last's error where it has one)."""
+    fig = Figure(figsize=(5.0 * len(CURVE_METRICS), 4.2))
+    axes = fig.subplots(1, len(CURVE_METRICS), squeeze=False)[0]
+    for ax, (key, title, reference) in zip(axes, CURVE_METRICS):
+        for label, points in runs.items():
+            pts = [(float(r["flops"]), float(r[key])) for r in points if r.get("flops") and r.get(key) is not None]
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", lw=1.4, label=label)
+        refs = [float(r[reference]) for points in runs.values() for r in points if reference and r.get(reference) is not None]
+        if refs:
+            ax.axhline(float(np.median(refs)), color="black", ls="--", lw=1, label="copy last frame")
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def report(sweep: str | Path, *, metric: str | None = None, by: str | None = None) -> dict[str, Path]:
     """Write the sweep's table (Markdown, CSV) and plot; returns their paths."""
     sweep = Path(sweep)
@@ -136,9 +174,13 @@ def report(sweep: str | Path, *, metric: str | None = None, by: str | None = Non
     w.writerow(header)
     w.writerows([["" if v is None else v for v in row] for row in body])
     atomic_write_text(sweep / "sweep.csv", buf.getvalue())
-    metric = metric or ("position_error_px" if any(r.get("position_error_px") is not None for r in rows) else "loss")
+    metric = metric or next((m for m in ("tf_err_px", "position_error_px") if any(r.get(m) is not None for r in rows)), "loss")
     varied = varied_keys(rows)
     if by is None and varied:
         by = varied[0] if len(varied) == 1 else next((k for k in varied if "episodes" not in k and "steps" not in k), varied[0])
     png = plot(sweep / "sweep.png", rows, metric, by)
-    return {"markdown": sweep / "sweep.md", "csv": sweep / "sweep.csv", "plot": png}
+    paths = {"markdown": sweep / "sweep.md", "csv": sweep / "sweep.csv", "plot": png}
+    runs = curves(sweep)
+    if runs:
+        paths["curves"] = plot_curves(sweep / "curves.png", runs)
+    return paths
