@@ -22,7 +22,7 @@ class _Worlds:
     """N learned worlds stepped together, each started from its physics twin."""
 
     def __init__(self, n: int, *, checkpoint: str | None, scene: str, engine: str, context: int, split: str, scene_overrides: dict[str, Any] | None,
-                 sampler_steps: int, text_scale: float, action_scale: float, window: int | None, device: str, precision: str,
+                 sampler_steps: int | None, text_scale: float, action_scale: float, window: int | None, device: str, precision: str,
                  episode_frames: int = EPISODE_FRAMES, observation: str = "frames"):
         checkpoint = world_checkpoint(checkpoint)
         if context < 1:
@@ -136,7 +136,7 @@ class LearnedWorldEnv(gym.Env):
     ## Arguments
 
     ``gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=PATH, scene="bouncing_balls",
-    engine="pybullet", context=4, split="test", sampler_steps=4, text_scale=1.0,
+    engine="pybullet", context=4, split="test", sampler_steps=None, text_scale=1.0,
     action_scale=1.0, window=None, device="auto", precision="auto", episode_frames=32,
     render_mode=None)``; ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
@@ -154,7 +154,7 @@ class LearnedWorldEnv(gym.Env):
         context: int = 4,
         split: str = "test",
         scene_overrides: dict[str, Any] | None = None,
-        sampler_steps: int = 4,
+        sampler_steps: int | None = None,
         text_scale: float = 1.0,
         action_scale: float = 1.0,
         window: int | None = None,
@@ -243,7 +243,7 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
             context=kwargs.pop("context", 4),
             split=kwargs.pop("split", "test"),
             scene_overrides=kwargs.pop("scene_overrides", None),
-            sampler_steps=kwargs.pop("sampler_steps", 4),
+            sampler_steps=kwargs.pop("sampler_steps", None),
             text_scale=kwargs.pop("text_scale", 1.0),
             action_scale=kwargs.pop("action_scale", 1.0),
             window=kwargs.pop("window", None),

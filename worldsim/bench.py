@@ -408,7 +408,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "bench": "step",
             "checkpoint": name,
             "resolution": [sim.height, sim.width],
-            "sampler": {"method": sampler.method, "steps": sampler.steps},
+            "sampler": {"method": sim.sampler.method, "steps": sim.sampler.steps},
             "window": sim.window,
             "precision": sim.precision,
             "threads": torch.get_num_threads(),
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--checkpoint", default=None, help="a DiT run, checkpoint or export (default: the bundled reference model)")
     st.add_argument("--model", default=None, help="instead, an untrained model of this size (conf/model)")
     st.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="also time torch.compile (--no-compile skips)")
-    st.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
+    st.add_argument("--steps", type=int, default=None, help="sampler steps per frame (default: the model's own)")
     st.add_argument("--worlds", type=int, default=64)
     st.add_argument("--single-steps", type=int, default=30)
     st.add_argument("--batched-steps", type=int, default=10)
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     fi.add_argument("--episodes", type=int, default=16, help="per scene")
     fi.add_argument("--context", type=int, default=4)
     fi.add_argument("--horizon", type=int, default=16)
-    fi.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
+    fi.add_argument("--steps", type=int, default=None, help="sampler steps per frame (default: the model's own)")
     fi.add_argument("--method", default="euler", choices=["euler", "heun"])
     fi.add_argument("--context-noise", type=float, default=None, help="noise level of cached frames (default: the sampler's)")
     fi.add_argument("--seed", type=int, default=0)

@@ -54,7 +54,7 @@ class PlayConfig:
     context: int = 4
     seed: int = 0
     prompt: str | None = None  # null: the physics twin's description
-    sampler_steps: int = 4
+    sampler_steps: int | None = None  # null: the model's own (flow.sampler_steps)
     scale: int = 6  # window pixels per frame pixel
     fps: float = 20.0  # the most steps a second (the model may be slower)
     max_steps: int | None = None

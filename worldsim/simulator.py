@@ -18,6 +18,7 @@ a rollout, and a batch of worlds gives what each would give alone.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from typing import Any
@@ -38,7 +39,7 @@ class LearnedSimulator:
 
     Args:
       checkpoint: a DiT run directory or checkpoint file.
-      sampler: steps, method and guidance scales (default: 4 Euler steps, no guidance).
+      sampler: steps, method and guidance scales (default: the model's own steps, Euler, no guidance).
       window: latent frames the KV cache keeps (default: the history the model was
         trained with, clip_frames - 1, for models trained on the simulator's task; else 8).
       context_noise: noise level of frames in the cache (default: the sampler's).
@@ -77,7 +78,9 @@ class LearnedSimulator:
                 f"{loaded.path}: the simulator steps one frame at a time; its autoencoder has temporal factor "
                 f"{self.ae.temporal_factor} (train one with ae.temporal_factor=1)"
             )
-        self.sampler = sampler or SamplerConfig()
+        self.sampler = sampler or SamplerConfig(steps=None)
+        if self.sampler.steps is None:  # the trained world's own choice
+            self.sampler = dataclasses.replace(self.sampler, steps=self.config.flow.sampler_steps)
         self.window = window or self.config.history
         self.anchored = self.config.dit.anchor
         self.prediction = self.config.flow.prediction

@@ -61,6 +61,7 @@ class FlowConfig:
     object_weight: float = 1.0  # loss weight of latent pixels an object covers (in the frame or the one before)
     unroll: int = 0  # passes in which the history becomes the model's own one-step predictions (no gradient)
     unroll_fraction: float = 0.5  # clips of a simulator step whose history is the model's own (with unroll > 0)
+    sampler_steps: int = 4  # the denoising steps a simulator step takes with this model unless told otherwise
 
     def __post_init__(self) -> None:
         bad = [k for k in self.mask_probs if k not in MASK_KINDS]

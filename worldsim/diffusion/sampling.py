@@ -29,7 +29,7 @@ Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], to
 @dataclass
 class SamplerConfig:
     method: str = "euler"  # euler | heun
-    steps: int = 4
+    steps: int | None = 4  # None: the trained world's own choice (flow.sampler_steps), resolved by the simulator
     text_scale: float = 1.0
     action_scale: float = 1.0
     context_noise: float = 0.02  # fixed level of given frames (against drift)
@@ -38,8 +38,8 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.method not in ("euler", "heun"):
             raise ValueError(f"sampler.method must be euler or heun, got {self.method!r}")
-        if self.steps < 1:
-            raise ValueError(f"sampler.steps must be >= 1, got {self.steps}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"sampler.steps must be >= 1 (or null: the model's own), got {self.steps}")
 
 
 def time_grid(steps: int, shift: float = 1.0, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -60,7 +60,7 @@ class CompareConfig:
     split: str = "test"
     out: str = "compare"
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
-    sampler_steps: int = 4
+    sampler_steps: int | None = None  # null: the model's own (flow.sampler_steps)
     text_scale: float = 1.0
     action_scale: float = 1.0
     batch: int = 16  # learned worlds stepped together

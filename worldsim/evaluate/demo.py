@@ -33,7 +33,7 @@ class DemoConfig:
     seed: int = 0
     split: str = "test"
     baselines: list[str] = field(default_factory=lambda: ["copy_last", "constant_velocity", "physical_variance"])
-    sampler_steps: int = 4
+    sampler_steps: int | None = None  # null: the model's own (flow.sampler_steps)
     videos: int = 2
     out: str = "demo"
     device: str = "auto"

@@ -58,7 +58,7 @@ class FidelityConfig:
     context: int = 4
     horizon: int = 16
     one_step_points: int = 4  # teacher-forced predictions per episode (every 4th frame after the context)
-    sampler_steps: int = 4
+    sampler_steps: int | None = None  # null: the model's own (flow.sampler_steps)
     method: str = "euler"
     context_noise: float | None = None  # noise level of the cached frames (null: the sampler's default)
     batch: int = 32  # worlds stepped together
@@ -261,7 +261,7 @@ def run_fidelity(cfg: FidelityConfig) -> dict[str, Any]:
         "train_wall_s": compute.get("wall_s"),
         "context": cfg.context,
         "horizon": cfg.horizon,
-        "sampler": {"method": cfg.method, "steps": cfg.sampler_steps, "context_noise": probe.sim.context_noise},
+        "sampler": {"method": cfg.method, "steps": probe.sim.sampler.steps, "context_noise": probe.sim.context_noise},
         "scenes": per_scene,
         "gates": gates(per_scene),
         "steps_per_s_single": probe.steps_per_s(),

@@ -34,7 +34,7 @@ class Evaluation:
     context: int = 4
     split: str = "test"
     baselines: list[str] = field(default_factory=lambda: ["copy_last", "constant_velocity", "autoencoder", "physical_variance"])
-    sampler_steps: int = 4
+    sampler_steps: int | None = None  # null: the model's own
     videos: int = 2
 
     def __post_init__(self) -> None:
