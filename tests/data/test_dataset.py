@@ -45,3 +45,22 @@ def test_filters_and_clear_errors(tiny_data, tmp_path):
         ClipDataset(tmp_path / "nope", clip_frames=4)
     with pytest.raises(DataError, match="engines=\\['mujoco'\\]"):
         ClipDataset(tiny_data, clip_frames=4, engines=["mujoco"])
+
+
+def test_a_latent_cache_that_holds_other_episodes_is_refused_by_name(tiny_data, tmp_path):
+    """The cache's size check names the file and the fix (it once referenced an undefined name)."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from worldsim.data.dataset import ClipDataset
+    from worldsim.data.latents import build_latent_cache
+    from worldsim.models.autoencoder import load_autoencoder
+
+    clips = ClipDataset(str(tiny_data), clip_frames=4)
+    ae = load_autoencoder("identity")
+    build_latent_cache(clips, ae, tmp_path / "cache", device=torch.device("cpu"), precision="fp32", progress=False)
+    z = tmp_path / "cache" / "32x32.npy"
+    np.save(z, np.load(z)[:2])  # a cache cut to two episodes, its index still claiming all
+    with pytest.raises(ValueError, match=r"32x32.npy holds 2 episodes, expected 6; delete .* to rebuild it"):
+        build_latent_cache(clips, ae, tmp_path / "cache", device=torch.device("cpu"), precision="fp32", progress=False)
