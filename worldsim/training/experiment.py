@@ -21,7 +21,6 @@ checkpoint. That makes a re-launched sweep redo only what did not finish.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -33,7 +32,7 @@ from typing import Any
 
 from worldsim.atomic import atomic_write_text, file_lock
 from worldsim.checkpoint import export_safetensors
-from worldsim.config import load_group
+from worldsim.config import load_group, typed
 from worldsim.data.generation import StreamConfig, generate_stream
 from worldsim.runtime import choose_threads
 from worldsim.sim.scenes import parse_resolution
@@ -111,11 +110,7 @@ def ensure_data(data: Any, *, progress: bool = True) -> str | list[str]:
         return [str(d) for d in data]
     if not isinstance(data, dict):
         raise ValueError(f"data must be a folder, a list of folders or a recipe (a mapping), got {data!r}")
-    known = {f.name for f in dataclasses.fields(DataRecipe)}
-    bad = sorted(set(data) - known)
-    if bad:
-        raise ValueError(f"data recipe: unknown keys {bad}; valid: {sorted(known)}")
-    recipe = DataRecipe(**data)
+    recipe = typed(DataRecipe, data, "data")
     root = recipe.path()
     marker = root / "recipe.json"
     content = recipe.content()
