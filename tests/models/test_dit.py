@@ -80,7 +80,8 @@ def test_kv_cached_stepping_matches_the_whole_sequence():
     with torch.no_grad():
         full = dit(x, t, a, text(), causal=True)
         cache = KVCache(len(dit.blocks))
-        dit(x[:, :2], t[:, :2], a[:, :2], text(), causal=True, cache=cache, append=True)  # context, in one go
+        for i in range(2):  # the context, a frame at a time (the cache takes one new frame a call)
+            dit(x[:, i : i + 1], t[:, i : i + 1], a[:, i : i + 1], text(), causal=True, cache=cache, frame_offset=i, append=True)
         steps = [dit(x[:, 2:3], t[:, 2:3], a[:, 2:3], text(), causal=True, cache=cache, frame_offset=2)]  # look, don't store
         dit(x[:, 2:3], t[:, 2:3], a[:, 2:3], text(), causal=True, cache=cache, frame_offset=2, append=True)
         steps.append(dit(x[:, 3:4], t[:, 3:4], a[:, 3:4], text(), causal=True, cache=cache, frame_offset=3))
@@ -88,8 +89,12 @@ def test_kv_cached_stepping_matches_the_whole_sequence():
     assert cache.num_frames() == 3
     window = KVCache(len(dit.blocks), window=2)
     with torch.no_grad():
-        dit(x, t, a, text(), causal=True, cache=window, append=True)
-    assert window.num_frames() == 2 and int(window.frames.min()) == 2
+        for i in range(4):
+            dit(x[:, i : i + 1], t[:, i : i + 1], a[:, i : i + 1], text(), causal=True, cache=window, frame_offset=i, append=True)
+        with pytest.raises(ValueError, match="one new frame a call"):
+            dit(x[:, :2], t[:, :2], a[:, :2], text(), causal=True, cache=window, frame_offset=4)
+    assert window.num_frames() == 2 and len(window) == 2 * 16  # the window's frames, preallocated once
+    assert window.k[0].shape[2] == 3 * 16  # slot 0 for the frame being computed, two for the past
 
 
 def test_context_masks_and_loss_count_only_generated_frames():
