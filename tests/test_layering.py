@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first: a module may import its own layer or lower ones, never a later one.
 LAYERS = [
-    ("foundation", ["worldsim", "worldsim.registration", "worldsim.assets", "worldsim.atomic", "worldsim.checkpoint", "worldsim.config",
+    ("foundation", ["worldsim", "worldsim.registration", "worldsim.assets", "worldsim.atomic", "worldsim.checkpoint", "worldsim.cli", "worldsim.config",
                     "worldsim.frames", "worldsim.pixel_metrics", "worldsim.runtime", "worldsim.video"]),
     ("physics", ["worldsim.sim"]),
     ("data", ["worldsim.data"]),

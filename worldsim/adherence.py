@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from worldsim.config import entry_point, job_config, typed
+from worldsim.cli import entry_point
+from worldsim.config import job_config, typed
 from worldsim.evaluate.adherence import AdherenceConfig, run_adherence, summary_markdown
 
 log = logging.getLogger("worldsim.adherence")

@@ -15,7 +15,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from worldsim.config import entry_point, job_config, typed
+from worldsim.cli import entry_point
+from worldsim.config import job_config, typed
 from worldsim.evaluate.compare import CompareConfig, run_compare
 from worldsim.sim.scenes import scene_config
 

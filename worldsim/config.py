@@ -1,12 +1,9 @@
-"""Where the Hydra configs live, and the small helpers every entry point shares."""
+"""Where the Hydra configs live, loading a config group, and typed configs from plain values."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import sys
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,55 +105,6 @@ def whole(value: Any, key: str, *, minimum: int | None = None) -> int:
     if minimum is not None and n < minimum:
         raise ValueError(f"{key} must be >= {minimum}, got {n}")
     return n
-
-
-def refuse_file_outputs(argv: list[str], keys: tuple[str, ...] = ("out",)) -> None:
-    """Exit with a clear message when ``out=`` names an existing file: Hydra makes the
-    run folder before any worldsim code runs, and would fail with a raw FileExistsError."""
-    for a in argv:
-        key, _, value = a.partition("=")
-        if key.lstrip("+") in keys and value and Path(value).exists() and not Path(value).is_dir():
-            sys.exit(f"error: {key}={value} is a file, not a folder; pass a folder to write into (it is made if missing)")
-
-
-def entry_point(config_name: str, *, errors: tuple[type[BaseException], ...] = ()) -> Callable[[Callable[[Any], Any]], Callable[[], None]]:
-    """Make a Hydra task function (conf/CONFIG_NAME.yaml) a command line: a user's
-    mistake (a ValueError of worldsim's, or one of ``errors``; also when Hydra raises it
-    while instantiating a config) ends the program with ``error: <message>`` and
-    status 1, the message first, without a traceback."""
-    from hydra.errors import InstantiationException
-
-    from worldsim.runtime import choose_threads
-
-    caught = (ValueError, *errors)
-
-    def wrap(task: Callable[[Any], Any]) -> Callable[[], None]:
-        @functools.wraps(task)
-        def guarded(cfg: Any) -> Any:
-            try:
-                if "threads" in cfg:
-                    choose_threads(cfg.threads)
-                return task(cfg)
-            except InstantiationException as e:
-                cause = e.__cause__
-                if not isinstance(cause, caught):
-                    raise
-                sys.exit(f"error: {cause}")
-            except caught as e:
-                sys.exit(f"error: {e}")
-
-        import hydra
-
-        hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(guarded)
-
-        @functools.wraps(task)
-        def main() -> None:
-            refuse_file_outputs(sys.argv[1:])
-            hydra_main()
-
-        return main
-
-    return wrap
 
 
 ENTRY_KEYS = ("threads",)  # settings of the process (entry_point applies them), not of the job

@@ -21,7 +21,8 @@ import logging
 
 from omegaconf import DictConfig
 
-from worldsim.config import entry_point, job_config, typed
+from worldsim.cli import entry_point
+from worldsim.config import job_config, typed
 from worldsim.evaluate.demo import DemoConfig, run_demo
 
 log = logging.getLogger("worldsim.demo")

@@ -15,7 +15,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from worldsim.config import entry_point, load_group, whole
+from worldsim.cli import entry_point
+from worldsim.config import load_group, whole
 from worldsim.data.generation import StreamConfig, generate_stream, write_preview
 from worldsim.sim.scenes import SPLITS, ConfigError, parse_resolution
 

@@ -28,7 +28,8 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import worldsim  # noqa: E402,F401  (registers the environments)
-from worldsim.config import entry_point, job_config, typed  # noqa: E402
+from worldsim.cli import entry_point
+from worldsim.config import job_config, typed  # noqa: E402
 from worldsim.sim.scenes import SCENES  # noqa: E402
 from worldsim.video import write_labelled  # noqa: E402
 

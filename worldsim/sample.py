@@ -13,7 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from worldsim.config import entry_point, job_config, typed
+from worldsim.cli import entry_point
+from worldsim.config import job_config, typed
 from worldsim.sampler import MODES, SampleConfig, SampleError, Sampler, read_frames, run_sample
 
 __all__ = ["MODES", "SampleConfig", "SampleError", "Sampler", "read_frames", "run_sample", "main"]

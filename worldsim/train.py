@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from worldsim.config import entry_point
+from worldsim.cli import entry_point
 from worldsim.evaluate.runs import judge_run
 from worldsim.training.experiment import run_experiment
 from worldsim.training.loop import TrainingError
