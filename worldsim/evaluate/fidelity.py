@@ -4,9 +4,10 @@ Every recipe candidate is judged by it (docs/RECIPE.md), on stored test episodes
 data folder (no physics is rerun), per scene:
 
 * **teacher-forced one step**: from ``context`` true frames, the next frame, at several
-  points of each episode. Latent MSE (both frames through the model's encoder) and
-  the position error of the objects found in both (px), each beside copying the last
-  frame; and the share of objects lost.
+  points of each episode. Latent MSE (both frames through the model's encoder), the
+  pixel MSE where the objects are (in the frame or the one before: what object
+  weighting aims at) and the position error of the objects found in both (px), each
+  beside copying the last frame; and the share of objects lost.
 * **autoregressive**: from the first ``context`` true frames, ``horizon`` steps under
   the episode's own actions. Position error and objects lost at every step (reported
   at 1, 4, 16), the count-violation rate (an object missing or spurious) over the
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldsim.data.dataset import select_episodes
+from worldsim.data.dataset import object_mask, select_episodes
 from worldsim.data.episode import load_episode
 from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.evaluate.detect import detect_objects
@@ -78,6 +79,7 @@ class FidelityConfig:
 @dataclass
 class _Episode:
     frames: np.ndarray  # (T, H, W, 3) uint8
+    objects: np.ndarray  # (T, H, W) bool: pixels an object (not the background or walls) covers
     actions: np.ndarray  # (T, A)
     visible: np.ndarray  # (T, N) true visible pixels
     colours: np.ndarray  # (N, 3)
@@ -95,7 +97,7 @@ def _episodes(cfg: FidelityConfig, scene: str) -> list[_Episode]:
         ep = load_episode(Path(cfg.data) / r["path"])
         objects = r["params"]["objects"]
         whole = [i for i, o in enumerate(objects) if o["shape"] != "pane"]
-        out.append(_Episode(ep["frames"], ep["actions"], ep["visible_pixels"], np.array([palette.rgb(o["colour"]) for o in objects]),
+        out.append(_Episode(ep["frames"], object_mask(ep["segmentation"], len(objects)), ep["actions"], ep["visible_pixels"], np.array([palette.rgb(o["colour"]) for o in objects]),
                             whole, len(whole) < len(objects), _static_caption(r["caption_detailed"])))
     return out
 
@@ -121,6 +123,15 @@ def _compare(
     err = np.where(both, np.linalg.norm(dt["centroids"] - dp["centroids"], axis=-1), 0.0)
     lost = shown & ~held
     return err.sum(1), both.sum(1), lost.sum(1), shown.sum(1)
+
+
+def _object_mse(pred: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float | None:
+    """Mean squared error, frames in [-1, 1], over the (F, H, W) pixels ``where`` holds
+    (None: no such pixel)."""
+    if not where.any():
+        return None
+    d = (pred.astype(np.float64) - truth.astype(np.float64)) / 127.5
+    return round(float(np.square(d[where]).mean()), 5)
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -168,6 +179,7 @@ class _Probe:
         pred1 = self.rollout(points, 1, cfg.seed)[:, 0]  # (P, H, W, 3)
         truth1 = np.stack([ep.frames[s] for ep, s in points])
         last1 = np.stack([ep.frames[s - 1] for ep, s in points])
+        objects1 = np.stack([ep.objects[s] | ep.objects[s - 1] for ep, s in points])
         tf = {"model": [0.0, 0, 0, 0], "copy_last": [0.0, 0, 0, 0]}
         for i, (ep, s) in enumerate(points):
             vis = ep.visible[s : s + 1]
@@ -179,6 +191,9 @@ class _Probe:
             "points": len(points),
             "latent_mse": round(self.latent_mse(pred1, truth1), 5),
             "latent_mse_copy_last": round(self.latent_mse(last1, truth1), 5),
+            # where the objects are (in the true frame or the one before): what object weighting aims at
+            "object_pixel_mse": _object_mse(pred1, truth1, objects1),
+            "object_pixel_mse_copy_last": _object_mse(last1, truth1, objects1),
             "position_error_px": _ratio(tf["model"][0], tf["model"][1]),
             "position_error_px_copy_last": _ratio(tf["copy_last"][0], tf["copy_last"][1]),
             "objects_lost": _ratio(tf["model"][2], tf["model"][3]),

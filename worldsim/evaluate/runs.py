@@ -108,6 +108,8 @@ def fidelity_headline(result: dict[str, Any]) -> dict[str, Any]:
         "tf_err_px_copy": mean(lambda s: s["one_step"]["position_error_px_copy_last"]),
         "tf_latent_mse": mean(lambda s: s["one_step"]["latent_mse"]),
         "tf_latent_mse_copy": mean(lambda s: s["one_step"]["latent_mse_copy_last"]),
+        "tf_object_mse": mean(lambda s: s["one_step"].get("object_pixel_mse")),
+        "tf_object_mse_copy": mean(lambda s: s["one_step"].get("object_pixel_mse_copy_last")),
     }
     for k in (1, 4, 16):
         row[f"ar_err_px@{k}"] = mean(lambda s, k=k: s["autoregressive"]["position_error_px"].get(f"at_{k}"))
