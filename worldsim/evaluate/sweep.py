@@ -88,7 +88,7 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
 
 
 def markdown(header: list[str], body: list[list[Any]], title: str) -> str:
-    lines = [f"# Sweep {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
@@ -128,12 +128,25 @@ CURVE_METRICS = (("tf_err_px", "one step, teacher forced: position error (px)", 
 
 
 def curves(sweep: Path) -> dict[str, list[dict[str, Any]]]:
-    """Each run's fidelity probe at every kept checkpoint (eval/fidelity_curve.json)."""
+    """Each run's fidelity probe at every kept checkpoint (eval/fidelity_curve.json);
+    ``sweep`` may also be one run's folder."""
     out = {}
+    if (sweep / "eval" / "fidelity_curve.json").is_file():
+        out[sweep.name] = json.loads((sweep / "eval" / "fidelity_curve.json").read_text())
     for run in sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "eval" / "fidelity_curve.json").is_file()):
         label = ", ".join(f"{k}={v}" for k, v in _overrides(run).items() if k not in ("experiment", "tag", "threads", "hydra.sweep.dir")) or "base"
         out[label] = json.loads((run / "eval" / "fidelity_curve.json").read_text())
     return out
+
+
+CURVE_COLUMNS = ("step", "flops", "tf_err_px", "tf_err_px_copy", "tf_lost", "tf_object_mse", "tf_object_mse_copy", "ar_err_px@1", "ar_err_px@4",
+                 "ar_err_px@16", "ar_lost@1", "ar_lost@4", "ar_lost@16", "ar_lost_mean", "count_violation_rate", "break_agreement")
+
+
+def curves_markdown(runs: dict[str, list[dict[str, Any]]], title: str) -> str:
+    """The curves as one table: a row per run and probed checkpoint (a missing figure is "–")."""
+    body = [[label, *(_fmt(r.get(k)) for k in CURVE_COLUMNS)] for label, points in runs.items() for r in points]
+    return markdown(["run", *CURVE_COLUMNS], body, title)
 
 
 def plot_curves(path: Path, runs: dict[str, list[dict[str, Any]]]) -> Path:
@@ -164,11 +177,18 @@ def report(sweep: str | Path, *, metric: str | None = None, by: str | None = Non
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise FileNotFoundError(f"no sweep folder at {sweep}")
+    if (sweep / "config.json").is_file():  # one run's folder: its curves only
+        runs = curves(sweep)
+        if not runs:
+            raise ValueError(f"{sweep} is one run with no fidelity curve (eval/fidelity_curve.json); "
+                             "train it with eval=true evaluation.kind=fidelity, or give a multirun folder")
+        atomic_write_text(sweep / "curves.md", curves_markdown(runs, f"Fidelity probe against training FLOPs: {sweep}"))
+        return {"curves_markdown": sweep / "curves.md", "curves": plot_curves(sweep / "curves.png", runs)}
     rows = collect(sweep)
     if not rows:
         raise ValueError(f"{sweep} holds no runs (sub-folders of a python -m worldsim.train -m ... multirun)")
     header, body = table(rows)
-    atomic_write_text(sweep / "sweep.md", markdown(header, body, str(sweep)))
+    atomic_write_text(sweep / "sweep.md", markdown(header, body, f"Sweep {sweep}"))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
@@ -182,5 +202,6 @@ def report(sweep: str | Path, *, metric: str | None = None, by: str | None = Non
     paths = {"markdown": sweep / "sweep.md", "csv": sweep / "sweep.csv", "plot": png}
     runs = curves(sweep)
     if runs:
-        paths["curves"] = plot_curves(sweep / "curves.png", runs)
+        atomic_write_text(sweep / "curves.md", curves_markdown(runs, f"Fidelity probe against training FLOPs: {sweep}"))
+        paths["curves_markdown"], paths["curves"] = sweep / "curves.md", plot_curves(sweep / "curves.png", runs)
     return paths
