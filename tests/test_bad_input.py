@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 
 import gymnasium
@@ -22,7 +23,7 @@ from worldsim.data.generation import StreamConfig, generate_stream
 from worldsim.data.manifest import QUARANTINE, append_manifest, compact_manifest, read_manifest
 from worldsim.evaluate.metrics import lost_penalty_px, rollout_metrics
 from worldsim.models.world import load_world
-from worldsim.runtime import choose_threads
+from worldsim.runtime import busy_cpus, choose_threads
 from worldsim.sampler import SampleConfig, SampleError, Sampler
 from worldsim.sim.engines import EngineConfig
 from worldsim.sim.scenes import ConfigError, scene_config
@@ -325,16 +326,28 @@ def test_the_demo_summary_explains_its_columns():
 def test_threads_leave_a_busy_machines_cores_to_it(monkeypatch, capsys):
     before = torch.get_num_threads()
     try:
-        monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+        monkeypatch.setattr("worldsim.runtime.busy_cpus", lambda: 1.0)
         monkeypatch.setattr("worldsim.runtime.cpu_count", lambda: 2)
         torch.set_num_threads(2)
         assert choose_threads(None) == 1
-        assert "this machine is busy (load 1.0 on 2 CPUs): running on 1 of 2 threads" in capsys.readouterr().err
+        assert "this machine is busy (other processes use 1.0 of 2 CPUs): running on 1 of 2 threads" in capsys.readouterr().err
         assert choose_threads(2) == 2  # asked for: given, whatever the load
-        monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+        monkeypatch.setattr("worldsim.runtime.busy_cpus", lambda: 0.1)
         assert choose_threads(None) == 2 and capsys.readouterr().err == ""
     finally:
         torch.set_num_threads(before)
+
+
+def test_busy_cpus_sees_another_process_at_work():
+    idle = busy_cpus(0.3)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        spun = busy_cpus(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert spun > idle + 0.5, (idle, spun)  # one CPU kept busy by another process
 
 
 def test_an_episode_file_cut_short_is_told_from_a_whole_one(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +78,39 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def busy_cpus(interval: float = 0.2) -> float:
+    """How many CPUs other processes keep busy now: the machine's CPU time over
+    ``interval`` seconds (``/proc/stat``) less this process's own. Where there is no
+    ``/proc/stat``, the 1-minute load average, which lags: it still counts a job that
+    ended a minute ago, and not yet one that just started."""
+
+    def busy_seconds() -> float:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        b0, own0, t0 = busy_seconds(), time.process_time(), time.perf_counter()
+        time.sleep(interval)
+        b1, own1, t1 = busy_seconds(), time.process_time(), time.perf_counter()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(0.0, ((b1 - b0) - (own1 - own0)) / max(t1 - t0, 1e-6))
+
+
 def choose_threads(requested: int | None) -> int:
     """Set torch's threads: ``requested``, or by default (None) the CPUs this process
-    may use less those other processes keep busy (the 1-minute load average), at least
-    one, so that a shared machine is not oversubscribed (two jobs of 2 threads on 2
-    cores ran 3-7x slower than one each). When the machine is busy this says so, once,
-    on stderr. The thread count can change the last bits of float results: pass
-    ``threads=N`` for bit-identical reruns whatever the machine's load."""
+    may use less those other processes keep busy (:func:`busy_cpus`, measured over a
+    fifth of a second), at least one, so that a shared machine is not oversubscribed
+    (two jobs of 2 threads on 2 cores ran 3-7x slower than one each). When the machine
+    is busy this says so, once, on stderr. The thread count can change the last bits of
+    float results: pass ``threads=N`` for bit-identical reruns whatever the load."""
     if requested is not None:
         return set_threads(requested)
     cpus = min(cpu_count(), torch.get_num_threads()) or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    busy = min(cpus - 1, int(load + 0.5))
+    used = busy_cpus()
+    busy = min(cpus - 1, int(used + 0.5))
     if busy > 0:
-        print(f"worldsim: this machine is busy (load {load:.1f} on {cpu_count()} CPUs): running on {cpus - busy} of {cpus} threads; "
-              "threads=N chooses", file=sys.stderr)
+        print(f"worldsim: this machine is busy (other processes use {used:.1f} of {cpu_count()} CPUs): running on {cpus - busy} of {cpus} "
+              "threads; threads=N chooses", file=sys.stderr)
     return set_threads(cpus - busy)
