@@ -28,7 +28,7 @@ def test_one_runs_folder_gets_its_curves(tmp_path):
     paths = report(run)
     md = paths["curves_markdown"].read_text()
     rows = [line for line in md.splitlines() if line.startswith("| run | ") and line[8].isdigit()]
-    assert len(rows) == 2 and "| run | 10 | 1e+13 | 3.6 | 3.5 |" in md
+    assert len(rows) == 2 and "| run | 10 | 1e+13 | – | – | 3.6 | 3.5 |" in md  # no MSE in this curve: shown missing
     assert "| – |" in md  # the step-4 error the first checkpoint has not: shown missing, not dropped
     assert paths["curves"].stat().st_size > 1000 and not (run / "sweep.md").exists()
 

@@ -122,7 +122,8 @@ def plot(path: Path, rows: list[dict[str, Any]], metric: str, by: str | None) ->
     return path
 
 
-CURVE_METRICS = (("tf_err_px", "one step, teacher forced: position error (px)", "tf_err_px_copy"),
+CURVE_METRICS = (("tf_latent_mse", "one step, teacher forced: MSE", "tf_latent_mse_copy"),
+                 ("tf_err_px", "one step, teacher forced: position error (px)", "tf_err_px_copy"),
                  ("ar_lost_mean", "16 autoregressive steps: objects lost", None),
                  ("ar_err_px@4", "autoregressive position error at step 4 (px)", None))
 
@@ -139,7 +140,7 @@ def curves(sweep: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-CURVE_COLUMNS = ("step", "flops", "tf_err_px", "tf_err_px_copy", "tf_lost", "tf_object_mse", "tf_object_mse_copy", "ar_err_px@1", "ar_err_px@4",
+CURVE_COLUMNS = ("step", "flops", "tf_latent_mse", "tf_latent_mse_copy", "tf_err_px", "tf_err_px_copy", "tf_lost", "tf_object_mse", "tf_object_mse_copy", "ar_err_px@1", "ar_err_px@4",
                  "ar_err_px@16", "ar_lost@1", "ar_lost@4", "ar_lost@16", "ar_lost_mean", "count_violation_rate", "break_agreement")
 
 
@@ -166,7 +167,9 @@ def plot_curves(path: Path, runs: dict[str, list[dict[str, Any]]]) -> Path:
         ax.set_xlabel("training FLOPs")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    labelled = next((ax for ax in axes if ax.get_legend_handles_labels()[0]), None)  # the first panel with a line
+    if labelled is not None:
+        labelled.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
