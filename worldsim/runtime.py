@@ -78,21 +78,23 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def busy_cpus(interval: float = 0.2) -> float:
     """How many CPUs other processes keep busy now: the machine's CPU time over
     ``interval`` seconds (``/proc/stat``) less this process's own. Where there is no
     ``/proc/stat``, the 1-minute load average, which lags: it still counts a job that
     ended a minute ago, and not yet one that just started."""
 
-    def busy_seconds() -> float:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
     try:
-        b0, own0, t0 = busy_seconds(), time.process_time(), time.perf_counter()
+        b0, own0, t0 = _machine_busy_seconds(), time.process_time(), time.perf_counter()
         time.sleep(interval)
-        b1, own1, t1 = busy_seconds(), time.process_time(), time.perf_counter()
+        b1, own1, t1 = _machine_busy_seconds(), time.process_time(), time.perf_counter()
     except (OSError, ValueError, IndexError):
         return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(0.0, ((b1 - b0) - (own1 - own0)) / max(t1 - t0, 1e-6))
