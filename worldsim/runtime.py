@@ -79,10 +79,22 @@ def cpu_count() -> int:
 
 
 def _machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``)."""
+    """CPU seconds the CPUs this process may use have spent busy since boot
+    (``/proc/stat``, their per-CPU lines: on a machine shared by CPU sets, the others'
+    CPUs are not ours to count)."""
+    try:
+        mine = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    except AttributeError:
+        mine = None
+    busy = 0
     with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        for line in f:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu" or (mine is not None and name not in mine):
+                continue
+            ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def busy_cpus(interval: float = 0.2) -> float:
