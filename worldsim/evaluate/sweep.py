@@ -175,6 +175,12 @@ def plot_curves(path: Path, runs: dict[str, list[dict[str, Any]]]) -> Path:
     return path
 
 
+def write_curves(folder: Path, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Path]:
+    """``folder/curves.md`` and ``folder/curves.png``: the probe against training FLOPs."""
+    atomic_write_text(folder / "curves.md", curves_markdown(runs, f"Fidelity probe against training FLOPs: {folder}"))
+    return {"curves_markdown": folder / "curves.md", "curves": plot_curves(folder / "curves.png", runs)}
+
+
 def report(sweep: str | Path, *, metric: str | None = None, by: str | None = None) -> dict[str, Path]:
     """Write the sweep's table (Markdown, CSV) and plot; returns their paths."""
     sweep = Path(sweep)
@@ -185,8 +191,7 @@ def report(sweep: str | Path, *, metric: str | None = None, by: str | None = Non
         if not runs:
             raise ValueError(f"{sweep} is one run with no fidelity curve (eval/fidelity_curve.json); "
                              "train it with eval=true evaluation.kind=fidelity, or give a multirun folder")
-        atomic_write_text(sweep / "curves.md", curves_markdown(runs, f"Fidelity probe against training FLOPs: {sweep}"))
-        return {"curves_markdown": sweep / "curves.md", "curves": plot_curves(sweep / "curves.png", runs)}
+        return write_curves(sweep, runs)
     rows = collect(sweep)
     if not rows:
         raise ValueError(f"{sweep} holds no runs (sub-folders of a python -m worldsim.train -m ... multirun)")
@@ -205,6 +210,5 @@ def report(sweep: str | Path, *, metric: str | None = None, by: str | None = Non
     paths = {"markdown": sweep / "sweep.md", "csv": sweep / "sweep.csv", "plot": png}
     runs = curves(sweep)
     if runs:
-        atomic_write_text(sweep / "curves.md", curves_markdown(runs, f"Fidelity probe against training FLOPs: {sweep}"))
-        paths["curves_markdown"], paths["curves"] = sweep / "curves.md", plot_curves(sweep / "curves.png", runs)
+        paths |= write_curves(sweep, runs)
     return paths

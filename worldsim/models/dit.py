@@ -172,9 +172,8 @@ class KVCache:
                 vb[:, :, slot * n : (slot + 1) * n].copy_(vb[:, :, :n])
         self.next = (self.next + 1) % self.window
         self.held = min(self.held + 1, self.window)
-        # slot 0 must hold the newest past frame only while the ring has room: the
-        # prefix [0, held] is what attention reads, so the ring fills slots 1.. in order
-        # until full; after that every slot is read and order does not matter.
+        # Attention reads the prefix [slot 0, held]: the ring fills slots 1.. in order
+        # until it is full, after which every slot is read and their order does not matter.
 
 
 # -- layers ------------------------------------------------------------------------------------------
