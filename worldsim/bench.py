@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.checkpoint import CheckpointError, world_checkpoint
 from worldsim.config import config_dir
@@ -52,7 +51,7 @@ from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig, load_aut
 from worldsim.models.dit import DiTConfig
 from worldsim.models.text import TextConfig
 from worldsim.models.world import WorldModel, load_world, save_world
-from worldsim.runtime import choose_threads, cpu_has_native_bf16, resolve_precision
+from worldsim.runtime import choose_threads, cpu_has_native_bf16, flop_counter, resolve_precision
 from worldsim.sim.engines import EngineConfig, make_engine
 from worldsim.sim.scenes import SCENES, episode_seed, scene_config
 from worldsim.sim.simulate import simulate
@@ -274,7 +273,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         opt.step()
 
     step(0)  # warm up
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         step(1)
     flops = counter.get_total_flops()
@@ -372,7 +371,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
 
         def step_flops(sim: LearnedSimulator, worlds: int) -> float:
             start(sim, worlds)
-            counter = FlopCounterMode(display=False)
+            counter = flop_counter()
             with counter:
                 sim.step(np.zeros((worlds, 2), np.float32))
             return float(counter.get_total_flops())

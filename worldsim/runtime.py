@@ -1,5 +1,6 @@
-"""Where and how computation runs: device, precision, autocast, seeded generators and
-threads. Training, the simulator, sampling and evaluation all take these from here."""
+"""Where and how computation runs: device, precision, autocast, seeded generators,
+threads and the FLOP counter. Training, the simulator, sampling and evaluation all take
+these from here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 
 class RuntimeConfigError(ValueError):
@@ -52,6 +54,31 @@ def resolve_precision(name: str, device: torch.device) -> str:
 def autocast(device: torch.device, precision: str) -> Any:
     """The autocast context of a precision (bf16 autocast, or a no-op for fp32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _cpu_attention_flops(query, key, value, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# PyTorch's counter knows the CUDA attention kernels but not the CPU one, so on a CPU the
+# attention of every model counted zero (half a training step of the reference DiT).
+_CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
+}
+
+
+def flop_counter(*, cpu_attention: bool = True) -> FlopCounterMode:
+    """``torch.utils.flop_counter.FlopCounterMode`` that also counts the CPU attention
+    kernel (dense: every query against every key, masked or not, as the kernel computes
+    it; the formula PyTorch uses for its CUDA kernels), so a model counts the same FLOPs
+    on a CPU as on a GPU. ``cpu_attention=False`` counts as worldsim did before (runs
+    started then resume counting that way, so their budgets keep their meaning)."""
+    return FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION if cpu_attention else None)
 
 
 def seeded_generator(*key: int) -> torch.Generator:

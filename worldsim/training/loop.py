@@ -41,7 +41,7 @@ from tqdm import tqdm
 from worldsim.atomic import atomic_write_text
 from worldsim.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint, step_checkpoints
 from worldsim.data.dataset import ClipDataset
-from worldsim.runtime import autocast, resolve_device, resolve_precision, seeded_generator
+from worldsim.runtime import autocast, flop_counter, resolve_device, resolve_precision, seeded_generator
 from worldsim.training.autoencoder import AutoencoderStage
 from worldsim.training.dit import DiTStage
 from worldsim.training.stages import AutoencoderStageConfig, DiTStageConfig, Stage
@@ -182,10 +182,14 @@ class FlopAccount:
     ``samples`` steps of each kind of step (the step kind and batch shape) and their mean
     standing for the rest: counting dispatches every operator through Python, which
     costs a small model a large share of its step, while what varies within a kind
-    (caption lengths) moves the count by under 1% (docs/RECIPE.md)."""
+    (caption lengths) moves the count by under 1% (docs/RECIPE.md).
 
-    def __init__(self, samples: int = 3, counts: dict[str, list[float]] | None = None):
+    ``cpu_attention``: whether attention on a CPU is counted (it is from this version on;
+    a run begun before, whose checkpoint does not say so, resumes without it)."""
+
+    def __init__(self, samples: int = 3, counts: dict[str, list[float]] | None = None, cpu_attention: bool = True):
         self.samples = samples
+        self.cpu_attention = cpu_attention
         # Keyed by "kind/B/T/..." (what a checkpoint stores, so a resumed run counts on
         # exactly as an uninterrupted one: counting runs each operator through a
         # dispatch mode, which can change which kernel computes it).
@@ -197,7 +201,7 @@ class FlopAccount:
 
     def counter(self, key: tuple[Any, ...]) -> FlopCounterMode | None:
         """A FlopCounterMode to run this step under, or None when the kind is known."""
-        return None if len(self.counts.get(self.name(key), [])) >= self.samples else FlopCounterMode(display=False)
+        return None if len(self.counts.get(self.name(key), [])) >= self.samples else flop_counter(cpu_attention=self.cpu_attention)
 
     def record(self, key: tuple[Any, ...], flops: float) -> None:
         self.counts.setdefault(self.name(key), []).append(flops)
@@ -395,7 +399,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run_log = RunLog(cfg, stage, start, dist.main)
     checkpoints = Checkpointer(cfg, stage)
     compute = dict((state or {}).get("compute") or {"flops": 0.0, "wall_s": 0.0})
-    flops = FlopAccount(counts=compute.pop("flop_counts", None))
+    counts = compute.pop("flop_counts", None)
+    flops = FlopAccount(counts=counts, cpu_attention=bool(compute.get("cpu_attention_counted", counts is None)))
+    if not flops.cpu_attention:
+        log.warning("%s: this run began counting FLOPs without CPU attention (worldsim before it was counted); "
+                    "it resumes counting that way, so that its budget (max_flops) means what it did", out)
+    compute["cpu_attention_counted"] = flops.cpu_attention
     logs: dict[str, float] = {}
     step = start
     tic = started = time.perf_counter()
@@ -449,7 +458,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         summary = {
             "stage": stage.kind, "steps": step, "flops": compute["flops"], "wall_s": round(compute["wall_s"], 2),
             "params": sum(p.numel() for p in params), "loss": logs.get("loss"), "logs": logs, "device": str(device), "precision": precision,
-            "processes": dist.world, "flops_per_step": flops.counts,
+            "processes": dist.world, "flops_per_step": flops.counts, "cpu_attention_counted": flops.cpu_attention,
         }
         atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=1, default=float))
     if dist.world > 1:
