@@ -58,6 +58,17 @@ def test_the_ring_buffer_wraps_and_still_matches_recomputation(tiny_world):
     assert np.abs(cached.astype(int) - full).max() <= 1
 
 
+def test_a_step_calls_the_dit_once_per_sampler_step(tiny_world):
+    """The finished frame is stored in the next step's first DiT call, not a call of its own."""
+    sim = LearnedSimulator(str(tiny_world), sampler=SamplerConfig(steps=2))
+    frames, inner = [], sim._dit
+    sim._dit = lambda *a, **k: (frames.append(a[0].shape[1]), inner(*a, **k))[1]
+    rollout(sim, steps=3, k=3)
+    # reset: the first two context frames stored one a call, the third left to the first step;
+    # each step: two calls, the first of which also stores the frame before
+    assert frames == [1, 1] + [2, 1] * 3
+
+
 def test_anchored_stepping_matches_recomputation(tmp_path):
     """An anchored model (the last two frames through its anchor embedding, the sample
     predicted) steps the same with the cache as without it."""

@@ -8,7 +8,8 @@ Euler) under block-causal attention: the keys and values of past frames sit in a
 same after 10 frames as after 1,000 (the cache keeps a sliding window of the last
 ``window`` frames). The finished frame then enters the cache once, at a fixed small
 noise level (``context_noise``, against drift: the model was trained with noisy
-context), and the autoencoder decodes it with its streaming cache. With an anchored
+context), in the same DiT call as the next step's first denoising step (one call,
+not two), and the autoencoder decodes it with its streaming cache. With an anchored
 model (``model.anchor``), the new frame is denoised as its difference from the
 previous frame (as it was trained: :func:`worldsim.diffusion.flow.simulator_inputs`).
 
@@ -147,6 +148,7 @@ class LearnedSimulator:
             "text": self._text(prompts, branches),
             "cache": KVCache(len(self.model.dit.blocks), window=self.window),
             "history": [],  # without the cache: (noisy latent, action) of the frames in the window
+            "pending": None,  # with the cache: the finished frame (noisy latent, action, index) the next DiT call stores
             "undecoded": [],  # latents stepped with decode=False, decoded before the next frame is
             "recent": [],  # the last frames as the cache holds them, newest first, (B, 1, C, h, w) each: an anchored step's anchor
             "decoder": {},
@@ -264,10 +266,23 @@ class LearnedSimulator:
         b = st["batch"]
         tt = torch.full((b * st["branches"], 1), float(t), device=self.device)
         if self.use_cache:
+            xs, ts, acts, anchors, anchored, levels = self._rep(x), tt, self._rep(act), None, None, None
+            if anchor is not None:
+                anchors, levels = self._rep(anchor), torch.full_like(tt, self.context_noise)
+            pending, offset = st["pending"], st["frame"]
+            if pending is not None:  # store the finished frame in this same call, before the new one
+                noisy, pact, offset = pending
+                xs, acts = torch.cat([self._rep(noisy), xs], 1), torch.cat([self._rep(pact), acts], 1)
+                ts = torch.cat([torch.full_like(tt, self.context_noise), tt], 1)
+                if anchors is not None:
+                    anchors = torch.cat([torch.zeros_like(anchors), anchors], 1)
+                    anchored = torch.tensor([False, True], device=self.device).expand(xs.shape[0], 2)
+                    levels = torch.cat([levels, levels], 1)
+                st["pending"] = None
             v = self._call_dit(
-                self._rep(x), tt, self._rep(act), st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=st["frame"],
-                anchor=None if anchor is None else self._rep(anchor), anchor_t=None if anchor is None else torch.full_like(tt, self.context_noise),
-            ).float()
+                xs, ts, acts, st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=offset,
+                append=pending is not None, anchor=anchors, anchored=anchored, anchor_t=levels,
+            ).float()[:, -1:]
         else:  # recompute the window's frames every time
             past = st["history"]
             xs = torch.cat([p[0] for p in past] + [x], dim=1)
@@ -299,13 +314,17 @@ class LearnedSimulator:
         b, k = latents.shape[:2]
         noise = torch.cat([self._noise(latents.shape[2:]) for _ in range(k)], dim=1)
         noisy = add_noise(latents, torch.full((b, k), self.context_noise, device=self.device), noise)
-        if self.use_cache:
+        if self.use_cache:  # one frame a call (each sees the frames before it and itself); the last is left to the next call
             tt = torch.full((b * st["branches"], 1), self.context_noise, device=self.device)
-            for i in range(k):  # one frame a call: each sees the frames before it and itself
+            frames = [(noisy[:, i : i + 1], actions[:, i : i + 1], st["frame"] + i) for i in range(k)]
+            if st["pending"] is not None:
+                frames.insert(0, st["pending"])
+            for frame, act, index in frames[:-1]:
                 self._call_dit(
-                    self._rep(noisy[:, i : i + 1]), tt, self._rep(actions[:, i : i + 1]), st["text"], causal=True, action_drop=self._action_drop(),
-                    cache=st["cache"], frame_offset=st["frame"] + i, append=True,
+                    self._rep(frame), tt, self._rep(act), st["text"], causal=True, action_drop=self._action_drop(),
+                    cache=st["cache"], frame_offset=index, append=True,
                 )
+            st["pending"] = frames[-1]
         else:
             st["history"] = (st["history"] + [(noisy[:, i : i + 1], actions[:, i : i + 1]) for i in range(k)])[-self.window :]
         st["recent"] = ([noisy[:, i : i + 1] for i in reversed(range(k))] + st["recent"])[: self.config.dit.anchor_frames]

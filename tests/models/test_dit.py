@@ -93,8 +93,51 @@ def test_kv_cached_stepping_matches_the_whole_sequence():
             dit(x[:, i : i + 1], t[:, i : i + 1], a[:, i : i + 1], text(), causal=True, cache=window, frame_offset=i, append=True)
         with pytest.raises(ValueError, match="one new frame a call"):
             dit(x[:, :2], t[:, :2], a[:, :2], text(), causal=True, cache=window, frame_offset=4)
+        with pytest.raises(ValueError, match="one new frame a call"):
+            dit(x[:, :3], t[:, :3], a[:, :3], text(), causal=True, cache=window, frame_offset=4, append=True)
     assert window.num_frames() == 2 and len(window) == 2 * 16  # the window's frames, preallocated once
     assert window.k[0].shape[2] == 3 * 16  # slot 0 for the frame being computed, two for the past
+
+
+def test_storing_a_frame_and_computing_the_next_in_one_call_is_two_calls():
+    """The simulator stores a finished frame in the first denoising call of the next:
+    the same keys and values, the same new frame, as a storing call and then a computing one."""
+    dit = model()
+    x, t, a = torch.randn(2, 6, 4, 8, 8), torch.rand(2, 6), torch.randn(2, 6, 2)
+    with torch.no_grad():
+        apart, together = KVCache(len(dit.blocks), window=3), KVCache(len(dit.blocks), window=3)
+        outs_apart, outs_together = [], []
+        for i in range(5):  # past the window: the ring wraps
+            dit(x[:, i : i + 1], t[:, i : i + 1], a[:, i : i + 1], text(2), causal=True, cache=apart, frame_offset=i, append=True)
+            outs_apart.append(dit(x[:, i + 1 : i + 2], t[:, i + 1 : i + 2], a[:, i + 1 : i + 2], text(2), causal=True, cache=apart, frame_offset=i + 1))
+            both = dit(x[:, i : i + 2], t[:, i : i + 2], a[:, i : i + 2], text(2), causal=True, cache=together, frame_offset=i, append=True)
+            outs_together.append(both[:, 1:])
+        torch.testing.assert_close(torch.cat(outs_together, 1), torch.cat(outs_apart, 1), atol=1e-5, rtol=1e-4)
+        for ka, kt in zip(apart.k, together.k):
+            torch.testing.assert_close(ka[:, :, 16:], kt[:, :, 16:], atol=1e-5, rtol=1e-4)
+    assert apart.num_frames() == together.num_frames() == 3
+
+
+def test_a_stored_frame_sees_the_window_before_it_as_a_history_frame_does_in_training():
+    """With the ring full, a stored frame sees the window - 1 frames before it and
+    itself, and a computed frame the window before it: the attention of a training clip
+    of window + 1 frames (the simulator's task), so a long rollout never shows the
+    model a longer history than it learnt on."""
+    dit = model()
+    w = 3
+    x, t, a = torch.randn(1, 7, 4, 8, 8), torch.rand(1, 7), torch.randn(1, 7, 2)
+    with torch.no_grad():
+        cache = KVCache(len(dit.blocks), window=w)
+        for i in range(6):
+            dit(x[:, i : i + 1], t[:, i : i + 1], a[:, i : i + 1], text(), causal=True, cache=cache, frame_offset=i, append=True)
+        stepped = dit(x[:, 6:7], t[:, 6:7], a[:, 6:7], text(), causal=True, cache=cache, frame_offset=6)
+        # the same by a frame mask over the whole sequence: frame i sees frames i - (w - 1) .. i,
+        # and the last (computed) frame sees the w before it
+        idx = torch.arange(7)
+        fm = (idx[:, None] - idx[None, :] >= 0) & (idx[:, None] - idx[None, :] <= w - 1)
+        fm[6] = (6 - idx >= 0) & (6 - idx <= w)
+        whole = dit(x, t, a, text(), causal=True, frame_index=idx, frame_mask=fm)
+    torch.testing.assert_close(stepped, whole[:, 6:], atol=1e-5, rtol=1e-4)
 
 
 def test_context_masks_and_loss_count_only_generated_frames():

@@ -122,11 +122,15 @@ class KVCache:
     ``window`` frame slots in buffers allocated once, written in place.
 
     Layout per block: ``(B, heads, (window + 1) * N, hd)``, slot 0 the frame being
-    computed now, slots 1 .. window the past frames (in ring order: attention does not
+    computed now, slots 1 .. window the stored frames (in ring order: attention does not
     care about the order of its keys, and each key carries its own rotary position).
-    A step's attention reads the contiguous prefix ``[now, the frames held]``: no
-    concatenation, no trimming copies. Committing a frame copies slot 0 into the ring.
-    One new frame at a time (the simulator commits context frames one by one).
+    A frame is stored by writing its keys and values straight into its ring slot, over
+    the oldest frame once the ring is full: a stored frame therefore sees the
+    ``window - 1`` frames before it and itself (as a history frame of a training clip of
+    ``window + 1`` frames does), and a computed frame the ``window`` frames before it and
+    itself. One call may store a frame and compute the next one (the simulator folds the
+    storing of a finished frame into the first denoising call of the next); attention
+    reads contiguous views, with no concatenation and no trimming copies.
     """
 
     def __init__(self, depth: int, window: int | None = None):
@@ -136,8 +140,8 @@ class KVCache:
             raise ValueError(f"a KV cache needs a window of at least one frame, got {window}")
         self.k: list[torch.Tensor | None] = [None] * depth
         self.v: list[torch.Tensor | None] = [None] * depth
-        self.held = 0  # past frames in the ring (at most window)
-        self.next = 0  # the ring slot the next committed frame goes to
+        self.held = 0  # stored frames in the ring (at most window)
+        self.next = 0  # the ring slot the next stored frame goes to
         self.tokens = 0  # tokens per frame
 
     def __len__(self) -> int:
@@ -146,30 +150,40 @@ class KVCache:
     def num_frames(self) -> int:
         return self.held
 
-    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Put the new frame's keys and values (B, h, N, hd) in slot 0 and return the
-        keys and values it attends to: itself and the frames held (views)."""
-        b, h, n, hd = k.shape
+    def attend(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, *, store: bool, compute: bool
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Write the keys and values (B, h, F*N, hd) of F = store + compute frames (the
+        frame to store first, then the frame to compute) and return, as views, the keys
+        and values each one's queries attend to (None for a frame not given)."""
+        b, h, length, hd = k.shape
+        frames = int(store) + int(compute)
+        if frames == 0 or length % frames:
+            raise ValueError(f"a KV cache call stores a frame, computes one, or both; got {length} tokens for store={store}, compute={compute}")
+        n = length // frames
         if self.k[layer] is None or self.k[layer].shape[0] != b or self.k[layer].dtype != k.dtype:
             self.tokens = n
             self.k[layer] = k.new_zeros(b, h, (self.window + 1) * n, hd)
             self.v[layer] = v.new_zeros(b, h, (self.window + 1) * n, hd)
         elif n != self.tokens:
-            raise ValueError(f"a KV cache holds one frame of {self.tokens} tokens a step, got {n}")
+            raise ValueError(f"a KV cache holds frames of {self.tokens} tokens, got {n}")
         kb, vb = self.k[layer], self.v[layer]
         assert kb is not None and vb is not None
-        kb[:, :, :n].copy_(k)
-        vb[:, :, :n].copy_(v)
-        end = (self.held + 1) * n
-        return kb[:, :, :end], vb[:, :, :end]
+        held, stored, computed = self.held, None, None
+        if store:
+            slot = 1 + self.next
+            kb[:, :, slot * n : (slot + 1) * n].copy_(k[:, :, :n])
+            vb[:, :, slot * n : (slot + 1) * n].copy_(v[:, :, :n])
+            held = min(self.held + 1, self.window)
+            stored = (kb[:, :, n : (1 + held) * n], vb[:, :, n : (1 + held) * n])
+        if compute:
+            kb[:, :, :n].copy_(k[:, :, length - n :])
+            vb[:, :, :n].copy_(v[:, :, length - n :])
+            computed = (kb[:, :, : (1 + held) * n], vb[:, :, : (1 + held) * n])
+        return stored, computed
 
-    def commit(self) -> None:
-        """Keep the frame in slot 0 (every block's) as a past frame, over the oldest."""
-        n, slot = self.tokens, 1 + self.next
-        for kb, vb in zip(self.k, self.v):
-            if kb is not None and vb is not None:
-                kb[:, :, slot * n : (slot + 1) * n].copy_(kb[:, :, :n])
-                vb[:, :, slot * n : (slot + 1) * n].copy_(vb[:, :, :n])
+    def advance(self) -> None:
+        """Count the frame every block has just stored (call once per storing call)."""
         self.next = (self.next + 1) % self.window
         self.held = min(self.held + 1, self.window)
         # Attention reads the prefix [slot 0, held]: the ring fills slots 1.. in order
@@ -201,15 +215,21 @@ class SelfAttention(nn.Module):
         mask: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
-        append: bool,
+        store: bool,
+        compute: bool,
     ) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)  # each (B, h, L, hd)
         q, k = apply_rope(rms_norm(self.q_norm, q), *rope), apply_rope(rms_norm(self.k_norm, k), *rope)
-        if cache is not None:
-            keys, values = cache.attend(layer, k, v)  # the new frame and the frames held, no copies
-        else:
-            keys, values = k, v
-        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, h, L, hd)
+        if cache is None:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, L, hd)
+        else:  # each frame's queries against its own view of the cache: no mask, no copies
+            stored, computed = cache.attend(layer, k, v, store=store, compute=compute)
+            n, parts = cache.tokens, []
+            if stored is not None:  # the frame to store: the frames before it and itself
+                parts.append(F.scaled_dot_product_attention(q[:, :, :n], *stored))
+            if computed is not None:  # the frame to compute: the frames stored (with the one just stored) and itself
+                parts.append(F.scaled_dot_product_attention(q[:, :, q.shape[2] - n :], *computed))
+            o = parts[0] if len(parts) == 1 else torch.cat(parts, 2)
         return self.out(rearrange(o, "b h l d -> b l (h d)"))
 
 
@@ -273,12 +293,13 @@ class Block(nn.Module):
         mask: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
-        append: bool,
+        store: bool,
+        compute: bool,
     ) -> torch.Tensor:
         t = x.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, :, None].chunk(6, dim=-1)  # each (B, T, 1, D)
         h = self.norm1(x) * (1 + scale1) + shift1  # (B, T, N, D)
-        h = self.attn(rearrange(h, "b t n d -> b (t n) d"), rope, mask, cache, layer, append)  # (B, T*N, D)
+        h = self.attn(rearrange(h, "b t n d -> b (t n) d"), rope, mask, cache, layer, store, compute)  # (B, T*N, D)
         x = x + gate1 * rearrange(h, "b (t n) d -> b t n d", t=t)
         h = self.cross(rearrange(self.norm2(x), "b t n d -> b (t n) d"), text_kv, text_mask)  # (B, T*N, D)
         x = x + rearrange(h, "b (t n) d -> b t n d", t=t)
@@ -412,7 +433,7 @@ class DiT(nn.Module):
         action_drop: torch.Tensor | None = None,  # (B,) bool
         cache: KVCache | None = None,
         frame_offset: int = 0,  # index of x's first latent frame (after the cached ones)
-        append: bool = False,  # store x's keys and values in the cache
+        append: bool = False,  # store x's first frame in the cache (x: that frame alone, or it and the next frame to compute)
         anchor: torch.Tensor | None = None,  # (B, T, m*C, H, W) each anchored frame's last m frames, newest (its base) first
         anchored: torch.Tensor | None = None,  # (B, T) bool: which frames are anchored (default: all, if anchor is given)
         anchor_t: torch.Tensor | None = None,  # (B, T) the noise level each anchor frame was given (default 0)
@@ -467,16 +488,20 @@ class DiT(nn.Module):
         rope = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
         q_frames = pos[:, 0]
         mask = None
-        if cache is not None and tt != 1:
-            raise ValueError(f"with a KV cache the DiT computes one new frame a call, got {tt}")
-        if frame_mask is not None:  # an explicit frame-level pattern, expanded to tokens
+        store, compute = append, not append or tt == 2
+        if cache is not None and tt != int(store) + int(compute):
+            raise ValueError(
+                f"with a KV cache the DiT takes one new frame a call (or, with append, the frame to store and the next to compute), got {tt}"
+            )
+        # (with a cache, each frame's view of it is its mask: KVCache.attend)
+        if cache is None and frame_mask is not None:  # an explicit frame-level pattern, expanded to tokens
             mask = frame_mask.to(dev).repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T'N, T'N)
-        elif causal and tt > 1:  # several frames: each sees itself and the earlier ones
+        elif cache is None and causal and tt > 1:  # several frames: each sees itself and the earlier ones
             mask = q_frames[:, None] >= q_frames[None, :]  # (T'N, T'N)
         for i, block in enumerate(self.blocks):
-            z = block(z, cond, state.kv[i], state.mask, rope, mask, cache, i, append)
+            z = block(z, cond, state.kv[i], state.mask, rope, mask, cache, i, store, compute)
         if cache is not None and append:
-            cache.commit()
+            cache.advance()
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
         out = self.unpatchify(out, h, w)  # (B, T, C, H, W)
