@@ -115,6 +115,7 @@ def test_the_bundled_weights_are_the_reference_experiment():
         assert saved == wanted, key
     for key in ("batch_size", "clip_frames", "max_flops"):
         assert recorded.get(key) == experiment[key], key
+    assert recorded.get("count_cpu_attention", False) == experiment["count_cpu_attention"]  # files of before the key counted without
     assert recorded["optim"] == experiment["optim"]
     flops = load_checkpoint(path, kind="dit")["compute"]["flops"]
     assert flops >= float(experiment["max_flops"]) or world.step == experiment["max_steps"]  # trained to its budget

@@ -64,3 +64,9 @@ def test_a_run_begun_without_attention_counted_resumes_without_it(tiny_data, tmp
         assert fresh, key
         # what it counted after resuming left attention out: less than the same step counted whole
         assert all(0 < f < new_run["flops_per_step"][key][0] for f in fresh), (key, fresh)
+    # and count_cpu_attention=false counts a new run that way (to reproduce a run of before)
+    train(config(tiny_data, tmp_path / "asked", 2, count_cpu_attention=False))
+    asked = json.loads((tmp_path / "asked" / "train_summary.json").read_text())
+    assert asked["cpu_attention_counted"] is False
+    for key, counts in asked["flops_per_step"].items():  # step 0 of both runs is the same batch: less by its attention
+        assert 0 < counts[0] < new_run["flops_per_step"][key][0]

@@ -76,6 +76,9 @@ class TrainConfig:
     # A compute budget: the run ends when its counted training FLOPs reach this, and
     # the cosine decay runs over FLOPs instead of steps (None: max_steps alone).
     max_flops: float | None = None
+    # Count the CPU attention kernel's FLOPs (worldsim before this counted zero for them on
+    # a CPU, half a training step of the reference DiT); false reproduces runs of then.
+    count_cpu_attention: bool = True
     max_wall_s: float | None = None  # also stop when this run (this process) has trained this many seconds
     batch_size: int = 8  # clips per step, across all ranks
     clip_frames: int = 8
@@ -400,10 +403,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     checkpoints = Checkpointer(cfg, stage)
     compute = dict((state or {}).get("compute") or {"flops": 0.0, "wall_s": 0.0})
     counts = compute.pop("flop_counts", None)
-    flops = FlopAccount(counts=counts, cpu_attention=bool(compute.get("cpu_attention_counted", counts is None)))
-    if not flops.cpu_attention:
-        log.warning("%s: this run began counting FLOPs without CPU attention (worldsim before it was counted); "
-                    "it resumes counting that way, so that its budget (max_flops) means what it did", out)
+    # a run resumes counting as it began (a checkpoint from before the choice existed counted without)
+    began = compute.get("cpu_attention_counted", cfg.count_cpu_attention if counts is None else False)
+    flops = FlopAccount(counts=counts, cpu_attention=bool(began))
+    if flops.cpu_attention != cfg.count_cpu_attention:
+        log.warning("%s: this run began counting FLOPs %s CPU attention; it resumes counting that way (not as count_cpu_attention=%s "
+                    "says), so that its budget (max_flops) means what it did", out, "with" if began else "without", cfg.count_cpu_attention)
     compute["cpu_attention_counted"] = flops.cpu_attention
     logs: dict[str, float] = {}
     step = start
