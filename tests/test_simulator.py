@@ -105,13 +105,41 @@ def test_stepping_without_decoding_gives_latents_and_decodes_on_demand(tiny_worl
     assert sim.timings["steps"] > 0 and sim.timings["dit_s"] > 0
 
 
-def test_compiled_and_eager_steps_agree(tiny_world):
-    eager = rollout(LearnedSimulator(str(tiny_world), precision="fp32"), steps=2)
+def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world):
+    """A compiled simulator traces one graph per kind of DiT call; as the ring fills and
+    turns (a rollout past the window) and for a new rollout, nothing recompiles."""
+    eager = rollout(LearnedSimulator(str(tiny_world), precision="fp32", window=3), steps=8)
+    sim = LearnedSimulator(str(tiny_world), precision="fp32", window=3, compile=True)
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
     try:
-        compiled = rollout(LearnedSimulator(str(tiny_world), precision="fp32", compile=True), steps=2)
+        frames = [sim.reset(context(0, 3), "two balls bounce", gens)]
+        rng = np.random.default_rng(0)
+        frames.append(sim.step(rng.uniform(-1, 1, (2, 2)).astype(np.float32)))  # compiles: store, store + compute, compute
     except Exception as e:  # no working compiler on this machine
         pytest.skip(f"torch.compile does not run here: {type(e).__name__}")
+    if not sim.compiled:
+        pytest.skip("torch.compile does not run here (the simulator fell back to eager)")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(7):
+            frames.append(sim.step(rng.uniform(-1, 1, (2, 2)).astype(np.float32)))
+        again = rollout(sim, steps=4)
+    compiled = np.stack(frames, 1)
     assert np.abs(compiled.astype(int) - eager).max() <= 2
+    assert np.abs(again.astype(int) - eager[:, :5]).max() <= 2
+
+
+def test_a_compiler_that_fails_falls_back_to_eager(tiny_world, monkeypatch):
+    def broken(module, **kwargs):
+        def call(*args, **kw):
+            raise torch._dynamo.exc.TorchDynamoException("no C++ compiler")
+        return call
+
+    eager = rollout(LearnedSimulator(str(tiny_world), precision="fp32"), steps=2)
+    monkeypatch.setattr(torch, "compile", broken)
+    sim = LearnedSimulator(str(tiny_world), precision="fp32", compile=True)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        frames = rollout(sim, steps=2)
+    assert not sim.compiled and np.array_equal(frames, eager)
 
 
 def test_long_rollouts_stay_finite_in_flat_memory(tiny_world):

@@ -30,7 +30,7 @@ import torch
 from worldsim.diffusion.flow import add_noise, velocity_from
 from worldsim.diffusion.sampling import GUIDANCE_ROWS, SamplerConfig, combine_guidance, guidance_drops, ode_step, time_grid, uses_guidance
 from worldsim.frames import to_model, to_uint8
-from worldsim.models.dit import KVCache, TextState
+from worldsim.models.dit import TextState
 from worldsim.models.world import load_world
 from worldsim.runtime import autocast, resolve_device, resolve_precision
 
@@ -87,9 +87,13 @@ class LearnedSimulator:
         self.prediction = self.config.flow.prediction
         self.timings = {"dit_s": 0.0, "decode_s": 0.0, "step_s": 0.0, "steps": 0}
         self._dit: Any = self.model.dit
+        self.compiled = False  # whether steps run the compiled DiT (False again if compiling fails at the first call)
         if compile:
             try:
+                # One static graph per kind of call (store, compute, both): frame indices and
+                # the cache's ring state are tensors, so nothing recompiles as a rollout goes on.
                 self._dit = torch.compile(self.model.dit, dynamic=False)
+                self.compiled = True
             except Exception as e:  # no compiler here (a CPU without a C++ toolchain, an old Python)
                 warnings.warn(f"torch.compile is unavailable ({type(e).__name__}: {e}); stepping the eager model", stacklevel=2)
         self.use_cache = use_cache
@@ -146,7 +150,10 @@ class LearnedSimulator:
             "gens": gens,
             "branches": branches,
             "text": self._text(prompts, branches),
-            "cache": KVCache(len(self.model.dit.blocks), window=self.window),
+            "cache": self.model.dit.new_cache(
+                b * branches, (self.height // self.ae.spatial_factor, self.width // self.ae.spatial_factor), self.window,
+                torch.bfloat16 if self.precision == "bf16" else torch.float32, self.device,
+            ),
             "history": [],  # without the cache: (noisy latent, action) of the frames in the window
             "pending": None,  # with the cache: the finished frame (noisy latent, action, index) the next DiT call stores
             "undecoded": [],  # latents stepped with decode=False, decoded before the next frame is
@@ -280,7 +287,7 @@ class LearnedSimulator:
                     levels = torch.cat([levels, levels], 1)
                 st["pending"] = None
             v = self._call_dit(
-                xs, ts, acts, st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=offset,
+                xs, ts, acts, st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=self._index(offset),
                 append=pending is not None, anchor=anchors, anchored=anchored, anchor_t=levels,
             ).float()[:, -1:]
         else:  # recompute the window's frames every time
@@ -302,9 +309,21 @@ class LearnedSimulator:
             return v
         return combine_guidance(*v.chunk(st["branches"]), self.sampler)
 
+    def _index(self, frame: int) -> torch.Tensor:
+        """A frame index as a () tensor: the cached call's graph is then the same at every frame."""
+        return torch.tensor(frame, dtype=torch.long, device=self.device)
+
     def _call_dit(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         tic = time.perf_counter()
-        out = self._dit(*args, **kwargs)
+        if not self.compiled:
+            out = self._dit(*args, **kwargs)
+        else:
+            try:
+                out = self._dit(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as e:  # compiling failed (no C++ compiler, ...): before any work was done
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); stepping the eager model", stacklevel=3)
+                self._dit, self.compiled = self.model.dit, False
+                out = self._dit(*args, **kwargs)
         self.timings["dit_s"] += time.perf_counter() - tic
         return out
 
@@ -322,7 +341,7 @@ class LearnedSimulator:
             for frame, act, index in frames[:-1]:
                 self._call_dit(
                     self._rep(frame), tt, self._rep(act), st["text"], causal=True, action_drop=self._action_drop(),
-                    cache=st["cache"], frame_offset=index, append=True,
+                    cache=st["cache"], frame_offset=self._index(index), append=True,
                 )
             st["pending"] = frames[-1]
         else:

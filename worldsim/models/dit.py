@@ -129,8 +129,12 @@ class KVCache:
     ``window - 1`` frames before it and itself (as a history frame of a training clip of
     ``window + 1`` frames does), and a computed frame the ``window`` frames before it and
     itself. One call may store a frame and compute the next one (the simulator folds the
-    storing of a finished frame into the first denoising call of the next); attention
-    reads contiguous views, with no concatenation and no trimming copies.
+    storing of a finished frame into the first denoising call of the next).
+
+    Every call attends to the whole buffer under a mask of the slots its frames may see,
+    and the ring's position and fill are tensors: a call's shapes and Python values are
+    the same at every frame, so ``torch.compile`` traces one graph for a whole rollout
+    (no concatenation, no trimming copies, no recompiling as the ring fills or turns).
     """
 
     def __init__(self, depth: int, window: int | None = None):
@@ -140,54 +144,72 @@ class KVCache:
             raise ValueError(f"a KV cache needs a window of at least one frame, got {window}")
         self.k: list[torch.Tensor | None] = [None] * depth
         self.v: list[torch.Tensor | None] = [None] * depth
-        self.held = 0  # stored frames in the ring (at most window)
-        self.next = 0  # the ring slot the next stored frame goes to
         self.tokens = 0  # tokens per frame
+        self.count: torch.Tensor | None = None  # () long: stored frames in the ring (at most window)
+        self.next: torch.Tensor | None = None  # () long: the ring slot (0 .. window - 1) the next stored frame goes to
+        self._call: tuple[torch.Tensor, torch.Tensor | None] | None = None  # this call's mask and store index (from block 0)
+
+    def allocate(self, batch: int, heads: int, tokens: int, head_dim: int, dtype: torch.dtype, device: torch.device | str) -> "KVCache":
+        """Allocate the buffers now (``attend`` does it at the first call otherwise): a
+        compiled model then never traces the allocation."""
+        for layer in range(self.depth):
+            self.k[layer] = torch.zeros(batch, heads, (self.window + 1) * tokens, head_dim, dtype=dtype, device=device)
+            self.v[layer] = torch.zeros(batch, heads, (self.window + 1) * tokens, head_dim, dtype=dtype, device=device)
+        self.tokens = tokens
+        self.count = torch.zeros((), dtype=torch.long, device=device)
+        self.next = torch.zeros((), dtype=torch.long, device=device)
+        return self
 
     def __len__(self) -> int:
-        return self.held * self.tokens
+        return self.num_frames() * self.tokens
 
     def num_frames(self) -> int:
-        return self.held
+        return 0 if self.count is None else int(self.count)
 
     def attend(
         self, layer: int, k: torch.Tensor, v: torch.Tensor, *, store: bool, compute: bool
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, tuple[torch.Tensor, torch.Tensor] | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Write the keys and values (B, h, F*N, hd) of F = store + compute frames (the
-        frame to store first, then the frame to compute) and return, as views, the keys
-        and values each one's queries attend to (None for a frame not given)."""
+        frame to store first, then the frame to compute) and return the whole buffers
+        (B, h, (window + 1) * N, hd) with the additive mask (1, 1, F*N, (window + 1) * N)
+        of the keys each frame's queries see (0 seen, -inf not)."""
         b, h, length, hd = k.shape
         frames = int(store) + int(compute)
         if frames == 0 or length % frames:
             raise ValueError(f"a KV cache call stores a frame, computes one, or both; got {length} tokens for store={store}, compute={compute}")
         n = length // frames
-        if self.k[layer] is None or self.k[layer].shape[0] != b or self.k[layer].dtype != k.dtype:
-            self.tokens = n
-            self.k[layer] = k.new_zeros(b, h, (self.window + 1) * n, hd)
-            self.v[layer] = v.new_zeros(b, h, (self.window + 1) * n, hd)
+        kb = self.k[layer]
+        if kb is None or kb.shape[0] != b or kb.dtype != k.dtype:
+            self.allocate(b, h, n, hd, k.dtype, k.device)
         elif n != self.tokens:
             raise ValueError(f"a KV cache holds frames of {self.tokens} tokens, got {n}")
         kb, vb = self.k[layer], self.v[layer]
-        assert kb is not None and vb is not None
-        held, stored, computed = self.held, None, None
-        if store:
-            slot = 1 + self.next
-            kb[:, :, slot * n : (slot + 1) * n].copy_(k[:, :, :n])
-            vb[:, :, slot * n : (slot + 1) * n].copy_(v[:, :, :n])
-            held = min(self.held + 1, self.window)
-            stored = (kb[:, :, n : (1 + held) * n], vb[:, :, n : (1 + held) * n])
+        assert kb is not None and vb is not None and self.count is not None and self.next is not None
+        if layer == 0:  # the mask and store index, once a call for every block
+            slot = torch.arange(self.window + 1, device=k.device)  # 0: the frame computed now
+            held = (self.count + int(store)).clamp(max=self.window)  # the ring fills slots 1.. in order
+            ring = (slot >= 1) & (slot <= held)  # the stored frames, the one stored now included
+            rows = ([ring] if store else []) + ([ring | (slot == 0)] if compute else [])
+            see = torch.stack(rows).repeat_interleave(n, 0).repeat_interleave(n, 1)[None, None]  # (1, 1, F*N, (window+1)*N)
+            # additive, in the keys' dtype: made once here, not converted by every block's attention
+            mask = torch.zeros(see.shape, dtype=k.dtype, device=k.device).masked_fill(~see, float("-inf"))
+            index = (1 + self.next) * n + torch.arange(n, device=k.device) if store else None  # (N,) the slot's tokens
+            self._call = (mask, index)
+        assert self._call is not None
+        mask, index = self._call
+        if index is not None:
+            kb.index_copy_(2, index, k[:, :, :n])
+            vb.index_copy_(2, index, v[:, :, :n])
         if compute:
             kb[:, :, :n].copy_(k[:, :, length - n :])
             vb[:, :, :n].copy_(v[:, :, length - n :])
-            computed = (kb[:, :, : (1 + held) * n], vb[:, :, : (1 + held) * n])
-        return stored, computed
+        return kb, vb, mask
 
     def advance(self) -> None:
         """Count the frame every block has just stored (call once per storing call)."""
-        self.next = (self.next + 1) % self.window
-        self.held = min(self.held + 1, self.window)
-        # Attention reads the prefix [slot 0, held]: the ring fills slots 1.. in order
-        # until it is full, after which every slot is read and their order does not matter.
+        assert self.count is not None and self.next is not None
+        self.next.copy_((self.next + 1) % self.window)
+        self.count.copy_((self.count + 1).clamp(max=self.window))
 
 
 # -- layers ------------------------------------------------------------------------------------------
@@ -222,14 +244,9 @@ class SelfAttention(nn.Module):
         q, k = apply_rope(rms_norm(self.q_norm, q), *rope), apply_rope(rms_norm(self.k_norm, k), *rope)
         if cache is None:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, L, hd)
-        else:  # each frame's queries against its own view of the cache: no mask, no copies
-            stored, computed = cache.attend(layer, k, v, store=store, compute=compute)
-            n, parts = cache.tokens, []
-            if stored is not None:  # the frame to store: the frames before it and itself
-                parts.append(F.scaled_dot_product_attention(q[:, :, :n], *stored))
-            if computed is not None:  # the frame to compute: the frames stored (with the one just stored) and itself
-                parts.append(F.scaled_dot_product_attention(q[:, :, q.shape[2] - n :], *computed))
-            o = parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+        else:  # every frame's queries against the whole ring, masked to the frames it sees
+            kb, vb, kv_mask = cache.attend(layer, k, v, store=store, compute=compute)
+            o = F.scaled_dot_product_attention(q, kb, vb, attn_mask=kv_mask)
         return self.out(rearrange(o, "b h l d -> b l (h d)"))
 
 
@@ -373,6 +390,14 @@ class DiT(nn.Module):
             nn.init.zeros_(self.anchor_level_mlp[2].weight)
             nn.init.zeros_(self.anchor_level_mlp[2].bias)
 
+    def new_cache(self, batch: int, latent_size: tuple[int, int], window: int | None, dtype: torch.dtype, device: torch.device | str) -> KVCache:
+        """A KV cache for ``batch`` rows of latent frames ``latent_size`` (h, w), its
+        buffers allocated in ``dtype`` (the dtype keys have: bf16 under bf16 autocast)."""
+        _, ph, pw = self.config.patch
+        tokens = (latent_size[0] // ph) * (latent_size[1] // pw)
+        heads = self.config.heads
+        return KVCache(len(self.blocks), window).allocate(batch, heads, tokens, self.config.dim // heads, dtype, device)
+
     # -- pieces ------------------------------------------------------------------------------------
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, T/pt, N, pt*ph*pw*C)."""
@@ -432,7 +457,7 @@ class DiT(nn.Module):
         text_drop: torch.Tensor | None = None,  # (B,) bool: drop the caption (classifier-free guidance)
         action_drop: torch.Tensor | None = None,  # (B,) bool
         cache: KVCache | None = None,
-        frame_offset: int = 0,  # index of x's first latent frame (after the cached ones)
+        frame_offset: int | torch.Tensor = 0,  # index of x's first latent frame (after the cached ones); an int or a () long tensor
         append: bool = False,  # store x's first frame in the cache (x: that frame alone, or it and the next frame to compute)
         anchor: torch.Tensor | None = None,  # (B, T, m*C, H, W) each anchored frame's last m frames, newest (its base) first
         anchored: torch.Tensor | None = None,  # (B, T) bool: which frames are anchored (default: all, if anchor is given)
@@ -480,8 +505,8 @@ class DiT(nn.Module):
             cond = cond + flag[:, :, None].to(cond.dtype) * anchor_cond.to(cond.dtype)  # (B, T', D)
 
         pt, ph, pw = self.config.patch
-        first = frame_offset // pt
-        fr = torch.arange(first, first + tt, device=dev) if frame_index is None else frame_index.to(dev)  # time index of each frame
+        # frame_offset may be a () tensor: a compiled call then sees the same graph at every frame
+        fr = torch.arange(tt, device=dev) + frame_offset // pt if frame_index is None else frame_index.to(dev)  # time index of each frame
         rows = torch.arange(h // ph, device=dev)
         cols = torch.arange(w // pw, device=dev)
         pos = torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)  # (T'N, 3)
