@@ -23,12 +23,12 @@ class _Worlds:
 
     def __init__(self, n: int, *, checkpoint: str | None, scene: str, engine: str, context: int, split: str, scene_overrides: dict[str, Any] | None,
                  sampler_steps: int | None, text_scale: float, action_scale: float, window: int | None, device: str, precision: str,
-                 episode_frames: int = EPISODE_FRAMES, observation: str = "frames"):
+                 episode_frames: int = EPISODE_FRAMES, observation: str = "frames", compile: bool = False):
         checkpoint = world_checkpoint(checkpoint)
         if context < 1:
             raise ValueError(f"context must be at least 1 frame, got {context}")
         sampler = SamplerConfig(steps=sampler_steps, text_scale=text_scale, action_scale=action_scale)
-        self.sim = LearnedSimulator(checkpoint, device=device, precision=precision, sampler=sampler, window=window)
+        self.sim = LearnedSimulator(checkpoint, device=device, precision=precision, sampler=sampler, window=window, compile=compile)
         res = f"{self.sim.height}x{self.sim.width}"
         if observation not in ("frames", "latents"):
             raise ValueError(f"observation must be frames (uint8 pictures) or latents (the model's own, undecoded), got {observation!r}")
@@ -138,7 +138,9 @@ class LearnedWorldEnv(gym.Env):
     ``gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=PATH, scene="bouncing_balls",
     engine="pybullet", context=4, split="test", sampler_steps=None, text_scale=1.0,
     action_scale=1.0, window=None, device="auto", precision="auto", episode_frames=32,
-    render_mode=None)``; ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
+    render_mode=None, compile=False)``; ``compile=True`` steps a ``torch.compile``-d DiT
+    (one graph per kind of call, compiled at the first steps; eager where it cannot);
+    ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
     model runs without them, with one warning).
@@ -163,13 +165,14 @@ class LearnedWorldEnv(gym.Env):
         render_mode: str | None = None,
         episode_frames: int = EPISODE_FRAMES,
         observation: str = "frames",
+        compile: bool = False,
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.worlds = _Worlds(
             1, checkpoint=checkpoint, scene=scene, engine=engine, context=context, split=split, scene_overrides=scene_overrides,
             sampler_steps=sampler_steps, text_scale=text_scale, action_scale=action_scale, window=window, device=device, precision=precision,
-            episode_frames=episode_frames, observation=observation,
+            episode_frames=episode_frames, observation=observation, compile=compile,
         )
         self.observation_space = self.worlds.space()
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -251,6 +254,7 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
             precision=kwargs.pop("precision", "auto"),
             episode_frames=kwargs.pop("episode_frames", EPISODE_FRAMES),
             observation=kwargs.pop("observation", "frames"),
+            compile=kwargs.pop("compile", False),
         )
         if kwargs:
             raise TypeError(f"unknown arguments {sorted(kwargs)}")

@@ -36,6 +36,16 @@ def test_learned_world_passes_the_checker_and_shares_the_spaces(tiny_world):
     env.close()
 
 
+def test_compile_reaches_the_simulator_of_single_and_vector_envs(tiny_world):
+    env = gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=str(tiny_world), context=2, compile=True)
+    venv = gymnasium.make_vec("worldsim:LearnedWorld-v0", num_envs=2, checkpoint=str(tiny_world), context=2, compile=True)
+    plain = gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=str(tiny_world), context=2)
+    assert env.unwrapped.worlds.sim.compiled and venv.unwrapped.worlds.sim.compiled  # compiled lazily, at the first step
+    assert not plain.unwrapped.worlds.sim.compiled
+    for e in (env, venv, plain):
+        e.close()
+
+
 def test_the_same_seed_gives_the_same_learned_rollout(tiny_world):
     def run(seed):
         env = gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=str(tiny_world), context=2)
