@@ -301,7 +301,7 @@ class LearnedSimulator:
                 anchored = torch.zeros(anchors.shape[:2], dtype=torch.bool, device=self.device)
                 anchored[:, -1] = True
             v = self._call_dit(
-                self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=st["frame"] - len(past),
+                self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=self._index(st["frame"] - len(past)),
                 anchor=anchors, anchored=anchored, anchor_t=None if anchors is None else torch.full(anchored.shape, self.context_noise, device=self.device),
             ).float()[:, -1:]
         v = velocity_from(v, self._rep(x).float(), torch.full((v.shape[0], 1), float(t), device=self.device), self.prediction)
