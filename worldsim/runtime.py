@@ -56,6 +56,11 @@ def autocast(device: torch.device, precision: str) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype activations (a linear layer's outputs: attention keys) have under ``autocast(device, precision)``."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def _cpu_attention_flops(query, key, value, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
     return sdpa_flop_count(query, key, value)
 

@@ -32,7 +32,7 @@ from worldsim.diffusion.sampling import GUIDANCE_ROWS, SamplerConfig, combine_gu
 from worldsim.frames import to_model, to_uint8
 from worldsim.models.dit import TextState
 from worldsim.models.world import load_world
-from worldsim.runtime import autocast, resolve_device, resolve_precision
+from worldsim.runtime import autocast, compute_dtype, resolve_device, resolve_precision
 
 
 class LearnedSimulator:
@@ -152,7 +152,7 @@ class LearnedSimulator:
             "text": self._text(prompts, branches),
             "cache": self.model.dit.new_cache(
                 b * branches, (self.height // self.ae.spatial_factor, self.width // self.ae.spatial_factor), self.window,
-                torch.bfloat16 if self.precision == "bf16" else torch.float32, self.device,
+                compute_dtype(self.precision), self.device,
             ),
             "history": [],  # without the cache: (noisy latent, action) of the frames in the window
             "pending": None,  # with the cache: the finished frame (noisy latent, action, index) the next DiT call stores
