@@ -113,3 +113,70 @@ def test_cached_latents_serve_the_same_windows_and_train(tiny_data, tmp_path):
 
         build_latent_cache(clips, Autoencoder(AutoencoderConfig(spatial_factor=4, temporal_factor=2, latent_channels=4, channels=[8, 8, 16])),
                            tmp_path / "c2", device=torch.device("cpu"), precision="fp32", progress=False)
+
+
+def test_compile_traces_the_dit_and_counts_flops_as_eager(tiny_data, tmp_path, monkeypatch):
+    import json
+
+    import torch._dynamo.utils
+
+    from worldsim.models.world import WorldModel
+    from worldsim.training import loop
+
+    compiled, real = [], torch.compile
+
+    def traced(fn, **kw):  # Dynamo's tracing with the eager backend: what compile=true traces, without Inductor's minutes
+        compiled.append((type(fn.__self__).__name__, kw))
+        return real(fn, backend="eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", traced)
+    train(config(tiny_data, tmp_path / "plain", 5))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    module = train(config(tiny_data, tmp_path / "compiled", 5, compile=True))["module"]
+    # the DiT, not the world: the caption strings stay outside the compiled frame
+    assert compiled == [("DiT", {"dynamic": False})] and isinstance(module, WorldModel)
+    # the steps after the 3 counted ones ran compiled (a frame first met under the FLOP
+    # counter's dispatch mode is skipped by Dynamo for good: the counted steps run eagerly)
+    assert torch._dynamo.utils.counters["frames"]["ok"] >= 1
+    a, b = (json.loads((tmp_path / n / "train_summary.json").read_text()) for n in ("plain", "compiled"))
+    assert a["flops"] == b["flops"] > 0 and b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+    ca, cb = load_checkpoint(tmp_path / "plain"), load_checkpoint(tmp_path / "compiled")
+    assert list(ca["model"]) == list(cb["model"]) and not any("_orig_mod" in k for k in cb["model"])
+    assert loop.compile_model(torch.nn.Linear(2, 2)) is not None and compiled[-1][0] == "Linear"  # no DiT: the module itself
+    torch._dynamo.reset()
+
+
+def test_bench_times_an_experiments_own_training_step(tiny_data, capsys):
+    import json
+
+    from worldsim import bench
+
+    bench.main(["--threads", "1", "train", "--experiment", "recipe_bb", "--data", str(tiny_data), "--no-compile", "--warmup", "1",
+                "--repeats", "1", "model.dim=32", "model.depth=1", "model.heads=2", "batch_size=2", "clip_frames=4"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["bench"] == "train" and out["experiment"] == "recipe_bb" and out["batch"] == 2 and out["clip_frames"] == 4
+    assert out["overrides"] == ["model.dim=32", "model.depth=1", "model.heads=2", "batch_size=2", "clip_frames=4"]
+    assert out["kinds"] == pytest.approx({"simulator": 0.8, "sequence": 0.2})
+    eager = out["eager"]
+    assert "compiled" not in out
+    # the simulator's task sees history and targets (2(T-1) frames), a Sora-mode step the clip's T
+    assert eager["simulator"]["flops_per_step"] > eager["sequence"]["flops_per_step"] > 0
+    mix = eager["mix"]
+    assert mix["flops_per_step"] == pytest.approx(0.8 * eager["simulator"]["flops_per_step"] + 0.2 * eager["sequence"]["flops_per_step"])
+    lo, hi = sorted([eager["simulator"]["clips_per_s"], eager["sequence"]["clips_per_s"]])
+    assert lo <= mix["clips_per_s"] <= hi and 0 < mix["flops_over_peak"] < 1
+
+
+def test_bench_train_says_what_is_wrong_with_its_experiment(tiny_data, tmp_path, capsys):
+    from worldsim import bench
+
+    assert bench.flags(["experiment=recipe_bb", "batch_size=2", "model.dim=32"], {"--experiment"}) == [
+        "--experiment", "recipe_bb", "batch_size=2", "model.dim=32"]
+    with pytest.raises(SystemExit, match="nosuch"):
+        bench.main(["train", "--experiment", "recipe_bb", "--data", str(tiny_data), "nosuch.key=1"])
+    with pytest.raises(SystemExit, match="manifest.jsonl"):
+        bench.main(["train", "--experiment", "recipe_bb", "--data", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main(["train", "model.dim=32"])  # overrides without an experiment
+    assert "overrides go with --experiment" in capsys.readouterr().err

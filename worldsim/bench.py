@@ -318,6 +318,132 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def experiment_config(experiment: str, overrides: list[str], data: str) -> Any:
+    """The TrainConfig ``python -m worldsim.train experiment=NAME OVERRIDES`` would run,
+    on the data folder ``data`` (its process settings dropped, ``out`` a placeholder)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from worldsim.training.loop import config_from_plain
+
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"experiment={experiment}", *overrides])
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise SystemExit(f"bench train: experiment={experiment} {' '.join(overrides)}: {e}") from None
+    assert isinstance(plain, dict)
+    for key in ("eval", "evaluation", "ae_train", "threads", "export", "name", "tag", "experiment"):
+        plain.pop(key, None)
+    if plain.get("autoencoder") == "train":
+        raise SystemExit("bench train: this experiment trains its autoencoder first; pass autoencoder=RUN (a trained one) or autoencoder=identity")
+    if not Path(data, "manifest.jsonl").is_file():
+        raise SystemExit(f"bench train: --data {data} is not a generated folder (no manifest.jsonl); "
+                         "make one with python -m worldsim.generate, or use the experiment's own (data.dir)")
+    plain["data"], plain["out"] = str(data), tempfile.mkdtemp(prefix="worldsim-bench-train-")
+    return config_from_plain(plain)
+
+
+def bench_train_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    """Throughput of an experiment's own training step, as ``python -m worldsim.train``
+    runs it: the experiment's model, stage, batch and loss (each kind of step it mixes:
+    the simulator's task and the Sora modes), forward, backward, gradient clipping and
+    AdamW on batches of a real data folder, eager and ``compile=true`` (the DiT compiled
+    in place, :func:`worldsim.training.loop.compile_model`), each in the precision
+    ``precision=auto`` picks. FLOPs a step are counted once per kind of step with the
+    loop's counter; FLOP/s are set against the matrix-product peak of that precision,
+    measured in the same run, and clips/s of the experiment's mix of kinds weighs each
+    kind's time by its share (``flow.simulator_share``)."""
+    from torch.utils.data import default_collate
+
+    from worldsim.data.dataset import ClipDataset
+    from worldsim.runtime import autocast
+    from worldsim.training.loop import compile_model, make_stage, step_generator
+
+    cfg = experiment_config(args.experiment, args.overrides, args.data)
+    device = torch.device("cpu")
+    precision = resolve_precision(cfg.precision, device)
+    stage = make_stage(cfg)
+    dataset = ClipDataset(cfg.data, clip_frames=stage.clip_frames, split="train", resolution=stage.resolution, cache=True)
+    stage.prepare_data(dataset, [{"resolution": list(dataset.resolution), "frames": stage.clip_frames}], cache=False)
+    share = float(getattr(stage, "flow").simulator_share) if hasattr(stage, "flow") else 0.0
+    kinds = {"simulator": share, "sequence": 1.0 - share} if 0.0 < share < 1.0 else {"simulator" if share >= 1.0 else "sequence": 1.0}
+    if stage.kind != "dit":
+        kinds = {"autoencoder": 1.0}
+    rng = np.random.default_rng(0)
+    idx = rng.integers(len(dataset.episodes), size=cfg.batch_size)
+    batch = default_collate([dataset[(int(i), int(rng.integers(2**31)), stage.clip_frames)] for i in idx])
+
+    def run(compiled: bool) -> dict[str, Any]:
+        torch.manual_seed(cfg.seed)
+        module = stage.build().to(device).train()
+        params = [p for p in module.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        if compiled:
+            compile_model(module)
+
+        def step(kind: str, n: int) -> None:
+            gen = step_generator(cfg.seed, n)
+            if stage.kind == "dit":
+                stage.step_kind(gen)  # the loop draws the kind first: the same stream
+            with autocast(device, precision):
+                loss, _ = stage.loss(module, batch, gen, kind) if stage.kind == "dit" else stage.loss(module, batch, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            opt.step()
+
+        out: dict[str, Any] = {}
+        for kind in kinds:
+            t0 = time.perf_counter()
+            for i in range(args.warmup):  # warm-up: a compiled step compiles each variant it meets (causal or not) here
+                step(kind, i)
+            warm = time.perf_counter() - t0
+            times = []
+            for i in range(args.repeats):
+                t0 = time.perf_counter()
+                step(kind, args.warmup + i)
+                times.append(time.perf_counter() - t0)
+            out[kind] = {"step_seconds": round(float(np.median(times)), 4), "step_seconds_best": round(min(times), 4),
+                         "warmup_seconds": round(warm, 2)}
+            if not compiled:
+                counter = flop_counter()
+                with counter:
+                    step(kind, 99)
+                out[kind]["flops_per_step"] = float(counter.get_total_flops())
+        return out
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peak = matmul_flops_per_s(dtype)
+    modes = {"eager": run(False)}
+    if args.compile:
+        modes["compiled"] = run(True)
+    for name, by_kind in modes.items():
+        for kind, r in by_kind.items():
+            flops = modes["eager"][kind]["flops_per_step"]
+            r["flops_per_s"] = round(flops / r["step_seconds"] / 1e9, 2) * 1e9
+            r["flops_over_peak"] = round(flops / r["step_seconds"] / peak, 3)
+            r["clips_per_s"] = round(cfg.batch_size / r["step_seconds"], 2)
+        mix_s = sum(kinds[k] * by_kind[k]["step_seconds"] for k in kinds)
+        mix_flops = sum(kinds[k] * modes["eager"][k]["flops_per_step"] for k in kinds)
+        by_kind["mix"] = {"step_seconds": round(mix_s, 4), "clips_per_s": round(cfg.batch_size / mix_s, 2),
+                          "flops_per_step": mix_flops, "flops_per_s": round(mix_flops / mix_s / 1e9, 2) * 1e9,
+                          "flops_over_peak": round(mix_flops / mix_s / peak, 3)}
+    result: dict[str, Any] = {
+        "bench": "train", "experiment": args.experiment, "overrides": list(args.overrides), "data": str(args.data),
+        "parameters": sum(p.numel() for p in stage.build().parameters()), "batch": cfg.batch_size, "clip_frames": stage.clip_frames,
+        "kinds": kinds, "precision": precision, "repeats": args.repeats, "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,
+        **modes,
+    }
+    if "compiled" in modes:
+        result["compiled_speedup"] = round(modes["eager"]["mix"]["step_seconds"] / modes["compiled"]["mix"]["step_seconds"], 3)
+    result["machine"] = _machine()
+    shutil.rmtree(cfg.out, ignore_errors=True)
+    return result
+
+
 def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     """The learned simulator's speed at its resolution, and where the time goes.
 
@@ -461,13 +587,15 @@ def bench_fidelity(args: argparse.Namespace) -> dict[str, Any]:
 LIST_OPTIONS = ("scenes", "engines")  # key=a,b gives the list [a, b]
 
 
-def flags(argv: list[str]) -> list[str]:
+def flags(argv: list[str], known: set[str] | None = None) -> list[str]:
     """``key=value`` arguments as ``--key value`` (``sampler_steps=4`` -> ``--sampler-steps 4``;
-    ``scenes=a,b`` -> ``--scenes a b``); paths may hold ``=`` and ``,``."""
+    ``scenes=a,b`` -> ``--scenes a b``); paths may hold ``=`` and ``,``. With ``known``
+    (option strings), only keys that name one: the rest stay as they are (``bench train
+    --experiment``'s Hydra overrides, ``batch_size=32``)."""
     out = []
     for a in argv:
         k, _, v = a.partition("=")
-        if not a.startswith("-") and v and k.replace("_", "").isalnum():
+        if not a.startswith("-") and v and k.replace("_", "").isalnum() and (known is None or f"--{k.replace('_', '-')}" in known):
             out += [f"--{k.replace('_', '-')}", *(v.split(",") if k in LIST_OPTIONS else [v])]
         else:
             out.append(a)
@@ -499,6 +627,12 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--frames", type=int, default=16)
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--warmup", type=int, default=4, help="with --experiment: untimed steps of each kind first (compiles happen there)")
+    t.add_argument("--experiment", default=None, help="instead, time this experiment's own training step (conf/experiment), on --data")
+    t.add_argument("--data", default=None, help="with --experiment: a generated folder to take the batch from")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --experiment: also time compile=true (--no-compile skips)")
+    t.add_argument("overrides", nargs="*", help="with --experiment: Hydra overrides of the experiment (model.dim=96 flow.logit_mean=0)")
     st = sub.add_parser("step", help="learned simulator steps per second, batched frames per second, KV cache speed-up")
     st.add_argument("--checkpoint", default=None, help="a DiT run, checkpoint or export (default: the bundled reference model)")
     st.add_argument("--model", default=None, help="instead, an untrained model of this size (conf/model)")
@@ -527,7 +661,8 @@ def main(argv: list[str] | None = None) -> None:
     fi.add_argument("--speed-steps", type=int, default=20, help="single-world steps timed (0: skip)")
     fi.add_argument("--device", default="auto")
     fi.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    argv = flags(sys.argv[1:] if argv is None else argv)
+    known = set(parser._option_string_actions) | {o for p in sub.choices.values() for o in p._option_string_actions}
+    argv = flags(sys.argv[1:] if argv is None else argv, known)
     if "--threads" in argv[1:]:  # a process setting: taken wherever it is given
         i = argv.index("--threads")
         argv = argv[i : i + 2] + argv[:i] + argv[i + 2 :]
@@ -540,7 +675,11 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "step":
         result = bench_step(args)
     elif args.what == "train":
-        result = bench_train(args)
+        if args.experiment is None and args.overrides:
+            parser.error(f"bench train: {' '.join(args.overrides)}: overrides go with --experiment NAME")
+        if args.experiment is not None and args.data is None:
+            parser.error("bench train --experiment NAME needs --data DIR (a generated folder)")
+        result = bench_train_experiment(args) if args.experiment else bench_train(args)
     elif args.what == "autoencoder":
         result = bench_autoencoder(args)
     elif args.what == "generate":
