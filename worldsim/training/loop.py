@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
@@ -94,7 +95,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     eval_only: bool = False
     eval_episodes: int = 32
-    compile: bool = False  # torch.compile the training module
+    compile: bool = False  # torch.compile the DiT's forward (compile_model)
     cache_data: bool = False  # keep decoded episodes in memory (per DataLoader worker)
     cache_latents: bool = False  # stage=dit: encode the training episodes once into out/latents (worldsim.data.latents)
     # Buckets of size and length: each step draws one ({"resolution": [H, W], "frames": T,
@@ -244,15 +245,36 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
+def pad_text(text: Any, length: int) -> Any:
+    """Caption tokens (B, L, D), mask (B, L), pooled (B, D) padded with masked tokens
+    to ``length``: the same cross-attention, at one shape whatever the captions."""
+    if not isinstance(text, tuple) or text[0].shape[1] >= length:
+        return text
+    tokens, mask, pooled = text
+    extra = length - tokens.shape[1]
+    return (F.pad(tokens, (0, 0, 0, extra)), F.pad(mask, (0, extra), value=False), pooled)
+
+
 def compile_model(module: nn.Module) -> nn.Module:
     """``torch.compile`` what a training step spends its arithmetic in, in place: the
-    DiT of a world (its captions are strings, which a compiled frame would guard on and
-    recompile for at every new caption, so the text encoder stays eager), or the whole
-    module of a stage without one. Static shapes (one graph per kind of step and batch
-    shape); the state dict keeps its keys, so checkpoints do not change. (The forward
-    is compiled, not the module: ``nn.Module.compile()`` traces nothing in torch 2.13.)"""
-    target = getattr(module, "dit", module)
-    target.forward = torch.compile(target.forward, dynamic=False)  # type: ignore[method-assign]
+    DiT of a world, or the whole module of a stage without one. Static shapes: one
+    graph per kind of step. The text encoder stays eager (captions are strings, which a
+    compiled frame would guard on), and its tokens reach the compiled DiT padded to the
+    encoder's ``max_length`` (masked), since a batch's longest caption would otherwise
+    change the shape, and recompile, at nearly every step. The forward is compiled, not
+    the module (``nn.Module.compile()`` traces nothing in torch 2.13), so the state dict
+    keeps its keys and checkpoints do not change."""
+    dit = getattr(module, "dit", None)
+    if dit is None:
+        module.forward = torch.compile(module.forward, dynamic=False)  # type: ignore[method-assign]
+        return module
+    compiled = torch.compile(dit.forward, dynamic=False)
+    length = int(module.text.config.max_length)
+
+    def forward(x: torch.Tensor, t: torch.Tensor, actions: torch.Tensor, text: Any, **kw: Any) -> torch.Tensor:
+        return compiled(x, t, actions, pad_text(text, length), **kw)
+
+    dit.forward = forward  # type: ignore[method-assign]
     return module
 
 
