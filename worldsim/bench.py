@@ -37,10 +37,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch.utils.data import default_collate
 
 from worldsim.checkpoint import CheckpointError, world_checkpoint
 from worldsim.config import config_dir
+from worldsim.data.dataset import ClipDataset
 from worldsim.data.episode import save_episode
 from worldsim.data.generation import StreamConfig, generate_stream, make_episode, process_engine
 from worldsim.diffusion.flow import FlowConfig, flow_loss, training_inputs
@@ -51,11 +56,12 @@ from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig, load_aut
 from worldsim.models.dit import DiTConfig
 from worldsim.models.text import TextConfig
 from worldsim.models.world import WorldModel, load_world, save_world
-from worldsim.runtime import choose_threads, cpu_has_native_bf16, flop_counter, resolve_precision
+from worldsim.runtime import autocast, choose_threads, cpu_has_native_bf16, flop_counter, resolve_precision
 from worldsim.sim.engines import EngineConfig, make_engine
 from worldsim.sim.scenes import SCENES, episode_seed, scene_config
 from worldsim.sim.simulate import simulate
 from worldsim.simulator import LearnedSimulator
+from worldsim.training.loop import compile_model, config_from_plain, make_stage, step_generator
 
 
 def _machine() -> dict[str, Any]:
@@ -321,12 +327,6 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
 def experiment_config(experiment: str, overrides: list[str], data: str) -> Any:
     """The TrainConfig ``python -m worldsim.train experiment=NAME OVERRIDES`` would run,
     on the data folder ``data`` (its process settings dropped, ``out`` a placeholder)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from worldsim.training.loop import config_from_plain
-
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
             cfg = compose(config_name="train", overrides=[f"experiment={experiment}", *overrides])
@@ -355,12 +355,6 @@ def bench_train_experiment(args: argparse.Namespace) -> dict[str, Any]:
     loop's counter; FLOP/s are set against the matrix-product peak of that precision,
     measured in the same run, and clips/s of the experiment's mix of kinds weighs each
     kind's time by its share (``flow.simulator_share``)."""
-    from torch.utils.data import default_collate
-
-    from worldsim.data.dataset import ClipDataset
-    from worldsim.runtime import autocast
-    from worldsim.training.loop import compile_model, make_stage, step_generator
-
     cfg = experiment_config(args.experiment, args.overrides, args.data)
     device = torch.device("cpu")
     precision = resolve_precision(cfg.precision, device)
