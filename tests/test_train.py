@@ -194,6 +194,11 @@ def test_bench_times_an_experiments_own_training_step(tiny_data, capsys):
     assert mix["flops_per_step"] == pytest.approx(0.8 * eager["simulator"]["flops_per_step"] + 0.2 * eager["sequence"]["flops_per_step"])
     lo, hi = sorted([eager["simulator"]["clips_per_s"], eager["sequence"]["clips_per_s"]])
     assert lo <= mix["clips_per_s"] <= hi and 0 < mix["flops_over_peak"] < 1
+    # a stage without a DiT (ae=tiny: a key=value of another bench command's option stays an override)
+    bench.main(["train", "--experiment", "recipe_bb", "--data", str(tiny_data), "--no-compile", "--warmup", "1", "--repeats", "1",
+                "stage=autoencoder", "ae=tiny", "batch_size=2", "clip_frames=4"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["kinds"] == {"autoencoder": 1.0} and out["eager"]["autoencoder"]["flops_per_step"] > 0
 
 
 def test_bench_train_says_what_is_wrong_with_its_experiment(tiny_data, tmp_path, capsys):

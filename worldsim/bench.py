@@ -360,11 +360,14 @@ def bench_train_experiment(args: argparse.Namespace) -> dict[str, Any]:
     precision = resolve_precision(cfg.precision, device)
     stage = make_stage(cfg)
     dataset = ClipDataset(cfg.data, clip_frames=stage.clip_frames, split="train", resolution=stage.resolution, cache=True)
-    stage.prepare_data(dataset, [{"resolution": list(dataset.resolution), "frames": stage.clip_frames}], cache=False)
-    share = float(getattr(stage, "flow").simulator_share) if hasattr(stage, "flow") else 0.0
-    kinds = {"simulator": share, "sequence": 1.0 - share} if 0.0 < share < 1.0 else {"simulator" if share >= 1.0 else "sequence": 1.0}
-    if stage.kind != "dit":
-        kinds = {"autoencoder": 1.0}
+    buckets = [{"resolution": list(dataset.resolution), "frames": stage.clip_frames}]
+    if stage.kind == "dit":
+        stage.prepare_data(dataset, buckets, cache=False)  # no latent cache: the step as it runs on frames
+        share = float(stage.flow.simulator_share)
+        kinds = {"simulator": share, "sequence": 1.0 - share} if 0.0 < share < 1.0 else {"simulator" if share >= 1.0 else "sequence": 1.0}
+    else:
+        stage.prepare_data(dataset, buckets)
+        kinds = {stage.kind: 1.0}
     rng = np.random.default_rng(0)
     idx = rng.integers(len(dataset.episodes), size=cfg.batch_size)
     batch = default_collate([dataset[(int(i), int(rng.integers(2**31)), stage.clip_frames)] for i in idx])
@@ -382,7 +385,7 @@ def bench_train_experiment(args: argparse.Namespace) -> dict[str, Any]:
             if stage.kind == "dit":
                 stage.step_kind(gen)  # the loop draws the kind first: the same stream
             with autocast(device, precision):
-                loss, _ = stage.loss(module, batch, gen, kind) if stage.kind == "dit" else stage.loss(module, batch, gen)
+                loss, _ = stage.loss(module, batch, gen, kind)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip > 0:
@@ -655,8 +658,10 @@ def main(argv: list[str] | None = None) -> None:
     fi.add_argument("--speed-steps", type=int, default=20, help="single-world steps timed (0: skip)")
     fi.add_argument("--device", default="auto")
     fi.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    known = set(parser._option_string_actions) | {o for p in sub.choices.values() for o in p._option_string_actions}
-    argv = flags(sys.argv[1:] if argv is None else argv, known)
+    argv = sys.argv[1:] if argv is None else argv
+    what = next((a for a in argv if a in sub.choices), None)  # key=value names an option of this command (or a global one)
+    known = set(parser._option_string_actions) | (set(sub.choices[what]._option_string_actions) if what else set())
+    argv = flags(argv, known)
     if "--threads" in argv[1:]:  # a process setting: taken wherever it is given
         i = argv.index("--threads")
         argv = argv[i : i + 2] + argv[:i] + argv[i + 2 :]
