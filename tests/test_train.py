@@ -149,7 +149,7 @@ def test_compile_traces_the_dit_and_counts_flops_as_eager(tiny_data, tmp_path, m
     torch._dynamo.reset()
 
 
-def test_a_compiled_dit_sees_one_caption_shape_and_computes_what_the_eager_one_does():
+def test_a_compiled_dit_sees_one_caption_shape_and_computes_what_the_eager_one_does(monkeypatch):
     from worldsim.models.dit import DiTConfig
     from worldsim.models.text import TextConfig
     from worldsim.models.world import WorldModel
@@ -161,11 +161,9 @@ def test_a_compiled_dit_sees_one_caption_shape_and_computes_what_the_eager_one_d
     short, long = ["A red ball."] * 2, ["A red ball bounces. The blue ball hits the floor, then the red ball hits the wall."] * 2
     eager = [world(x, t, acts, c, causal=True) for c in (short, long)]
     real = torch.compile
-    try:
-        torch.compile = lambda fn, **kw: real(fn, backend="eager", **kw)
-        loop.compile_model(world)
-    finally:
-        torch.compile = real
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, backend="eager", **kw))
+    loop.compile_model(world)
+    monkeypatch.undo()
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):  # captions of another length: no new graph
         compiled = [world(x, t, acts, c, causal=True) for c in (short, long)]

@@ -56,7 +56,7 @@ from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig, load_aut
 from worldsim.models.dit import DiTConfig
 from worldsim.models.text import TextConfig
 from worldsim.models.world import WorldModel, load_world, save_world
-from worldsim.runtime import autocast, choose_threads, cpu_has_native_bf16, flop_counter, resolve_precision
+from worldsim.runtime import autocast, choose_threads, compute_dtype, cpu_has_native_bf16, flop_counter, resolve_precision
 from worldsim.sim.engines import EngineConfig, make_engine
 from worldsim.sim.scenes import SCENES, episode_seed, scene_config
 from worldsim.sim.simulate import simulate
@@ -372,9 +372,13 @@ def bench_train_experiment(args: argparse.Namespace) -> dict[str, Any]:
     idx = rng.integers(len(dataset.episodes), size=cfg.batch_size)
     batch = default_collate([dataset[(int(i), int(rng.integers(2**31)), stage.clip_frames)] for i in idx])
 
+    parameters = 0
+
     def run(compiled: bool) -> dict[str, Any]:
+        nonlocal parameters
         torch.manual_seed(cfg.seed)
         module = stage.build().to(device).train()
+        parameters = sum(p.numel() for p in module.parameters())
         params = [p for p in module.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5)
         if compiled:
@@ -412,12 +416,11 @@ def bench_train_experiment(args: argparse.Namespace) -> dict[str, Any]:
                 out[kind]["flops_per_step"] = float(counter.get_total_flops())
         return out
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    peak = matmul_flops_per_s(dtype)
+    peak = matmul_flops_per_s(compute_dtype(precision))
     modes = {"eager": run(False)}
     if args.compile:
         modes["compiled"] = run(True)
-    for name, by_kind in modes.items():
+    for by_kind in modes.values():
         for kind, r in by_kind.items():
             flops = modes["eager"][kind]["flops_per_step"]
             r["flops_per_s"] = round(flops / r["step_seconds"] / 1e9, 2) * 1e9
@@ -430,7 +433,7 @@ def bench_train_experiment(args: argparse.Namespace) -> dict[str, Any]:
                           "flops_over_peak": round(mix_flops / mix_s / peak, 3)}
     result: dict[str, Any] = {
         "bench": "train", "experiment": args.experiment, "overrides": list(args.overrides), "data": str(args.data),
-        "parameters": sum(p.numel() for p in stage.build().parameters()), "batch": cfg.batch_size, "clip_frames": stage.clip_frames,
+        "parameters": parameters, "batch": cfg.batch_size, "clip_frames": stage.clip_frames,
         "kinds": kinds, "precision": precision, "repeats": args.repeats, "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,
         **modes,
     }
