@@ -211,3 +211,57 @@ def test_bench_train_says_what_is_wrong_with_its_experiment(tiny_data, tmp_path,
     with pytest.raises(SystemExit):
         bench.main(["train", "model.dim=32"])  # overrides without an experiment
     assert "overrides go with --experiment" in capsys.readouterr().err
+
+
+class _Field(torch.nn.Module):
+    """A stand-in DiT for own_history: records the target frames' levels of each call
+    and returns the exact velocity towards ``goal`` (frames 1 .. T-1 as differences)."""
+
+    def __init__(self, goal):
+        super().__init__()
+        self.goal, self.levels = goal, []
+
+    def forward(self, x_t, t, actions, captions, *, frame_index, **kw):
+        n = x_t.shape[1] // 2
+        self.levels.append(t[:, n:].clone())
+        y_t, tt = x_t[:, n:], t[:, n:, None, None, None]
+        v = torch.zeros_like(x_t)
+        v[:, n:] = (y_t - self.goal) / tt  # on the straight path from noise to goal: what velocity_from inverts
+        return v
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_unrolled_history_is_sampled_with_the_rollouts_own_steps(steps):
+    from types import SimpleNamespace
+
+    from worldsim.diffusion.flow import FlowConfig
+    from worldsim.diffusion.sampling import time_grid
+    from worldsim.training.dit import DiTStage
+
+    x0 = torch.randn(4, 5, 2, 3, 3)
+    goal = torch.randn(4, 4, 2, 3, 3)  # the differences the stand-in model predicts for frames 1 .. 4
+    flow = FlowConfig(unroll=2, unroll_fraction=1.0, sampler_steps=steps, context_noise=0.0)
+    stage = SimpleNamespace(flow=flow, dit_config=SimpleNamespace(anchor=True, anchor_frames=1))
+    field = _Field(goal)
+    history = DiTStage.own_history(stage, field, x0, torch.zeros(4, 5, 2), [""] * 4, torch.Generator().manual_seed(0))
+    assert len(field.levels) == 2 * steps  # unroll passes x the rollout's sampler steps
+    grid = time_grid(steps)[:-1]
+    for call, level in enumerate(field.levels):
+        assert torch.allclose(level, torch.full_like(level, float(grid[call % steps])))
+    # pass 1 predicts frame k from the true frame k-1 (anchored: frame k-1 + difference);
+    # pass 2 from its own frame k-1, so its errors compound as a rollout's do
+    first = x0[:, :-1] + goal
+    expected = torch.cat([x0[:, :1], (torch.cat([x0[:, :1], first[:, :-1]], 1) + goal)[:, :-1]], 1)
+    assert torch.allclose(history, expected, atol=1e-5)
+    assert torch.equal(history[:, 0], x0[:, 0])
+    # the share of clips that keep the true history
+    kept = DiTStage.own_history(SimpleNamespace(flow=FlowConfig(unroll=1, unroll_fraction=0.0), dit_config=stage.dit_config),
+                                _Field(goal), x0, torch.zeros(4, 5, 2), [""] * 4, torch.Generator().manual_seed(0))
+    assert torch.equal(kept, x0[:, :-1])
+
+
+def test_unroll_steps_must_be_positive():
+    from worldsim.diffusion.flow import FlowConfig
+
+    with pytest.raises(ValueError, match="flow.unroll_steps"):
+        FlowConfig(unroll_steps=0)

@@ -59,7 +59,8 @@ class FlowConfig:
     prediction: str = "velocity"  # what the network outputs: velocity (eps - x0) | sample (x0; a difference when anchored)
     simulator_share: float = 0.0  # steps spent on it (the rest: the Sora modes above)
     object_weight: float = 1.0  # loss weight of latent pixels an object covers (in the frame or the one before)
-    unroll: int = 0  # passes in which the history becomes the model's own one-step predictions (no gradient)
+    unroll: int = 0  # passes in which the history becomes the model's own predictions (no gradient)
+    unroll_steps: int | None = None  # Euler steps each of those predictions takes (null: sampler_steps, the rollout's own)
     unroll_fraction: float = 0.5  # clips of a simulator step whose history is the model's own (with unroll > 0)
     sampler_steps: int = 4  # the denoising steps a simulator step takes with this model unless told otherwise
 
@@ -76,6 +77,8 @@ class FlowConfig:
             raise ValueError(f"flow.object_weight must be >= 1 (1: no weighting), got {self.object_weight}")
         if self.unroll < 0:
             raise ValueError(f"flow.unroll must be >= 0, got {self.unroll}")
+        if self.unroll_steps is not None and self.unroll_steps < 1:
+            raise ValueError(f"flow.unroll_steps must be >= 1 (or null: flow.sampler_steps), got {self.unroll_steps}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"flow.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 

@@ -15,7 +15,7 @@ from worldsim.checkpoint import require_same
 from worldsim.config import typed
 from worldsim.data.latents import build_latent_cache
 from worldsim.diffusion.flow import flow_loss, object_weights, simulator_inputs, training_inputs, velocity_from
-from worldsim.diffusion.sampling import SamplerConfig, sample
+from worldsim.diffusion.sampling import SamplerConfig, sample, time_grid
 from worldsim.frames import to_uint8
 from worldsim.models.autoencoder import load_autoencoder
 from worldsim.models.dit import DiTConfig
@@ -142,23 +142,30 @@ class DiTStage:
     @torch.no_grad()
     def own_history(self, module: nn.Module, x0: torch.Tensor, acts: torch.Tensor, captions: list[str], gen: torch.Generator) -> torch.Tensor:
         """History frames (B, T'-1, C, h, w) for the simulator's task in which frames 1 ..
-        T'-2 are the model's own one-step predictions (one Euler step from noise),
-        ``flow.unroll`` times over (each pass predicts from the last one's history, so
-        errors compound as in a rollout), for a share ``flow.unroll_fraction`` of the
-        clips; the others keep the true frames."""
+        T'-2 are the model's own predictions, each sampled from noise as a rollout samples
+        it (``flow.unroll_steps`` Euler steps on the sampler's grid; null: the model's own
+        ``flow.sampler_steps``), ``flow.unroll`` times over (each pass predicts from the
+        last one's history, so errors compound as in a rollout), for a share
+        ``flow.unroll_fraction`` of the clips; the others keep the true frames."""
         b, n = x0.shape[0], x0.shape[1] - 1
         own = torch.rand(b, generator=gen) < self.flow.unroll_fraction
+        steps = self.flow.unroll_steps or self.flow.sampler_steps
+        grid = time_grid(steps, device=x0.device)
         history = x0[:, :-1]
         for _ in range(self.flow.unroll):
             inp = simulator_inputs(x0, self.flow, gen, anchor=self.dit_config.anchor, history=history, level=1.0,
                                    anchor_frames=self.dit_config.anchor_frames)
             idx = inp["frame_index"]
-            v = module(
-                inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, anchor=inp["anchor"], anchored=inp["anchored"],
-                anchor_t=inp["anchor_t"], frame_index=idx, frame_mask=inp["frame_mask"],
-            )
-            x_t = inp["x_t"][:, n:]
-            y = x_t - velocity_from(v[:, n:].float(), x_t, inp["t"][:, n:], self.flow.prediction)  # one Euler step from t = 1
+            hist, tau = inp["x_t"][:, :n], inp["t"][:, :n]
+            y = inp["x_t"][:, n:]  # the targets at t = 1: noise
+            for i in range(steps):  # every target frame at once: each sees the history before it, as in a KV-cached step
+                t_now = torch.full((b, n), float(grid[i]), device=x0.device)
+                t = torch.cat([tau, t_now], 1)
+                v = module(
+                    torch.cat([hist, y], 1), t, acts[:, idx], captions, causal=True, anchor=inp["anchor"], anchored=inp["anchored"],
+                    anchor_t=inp["anchor_t"], frame_index=idx, frame_mask=inp["frame_mask"],
+                )
+                y = y + (grid[i + 1] - grid[i]) * velocity_from(v[:, n:].float(), y, t_now, self.flow.prediction)
             pred = inp["base"] + y  # (B, n, C, h, w) frames 1 .. T'-1
             history = torch.cat([x0[:, :1], pred[:, :-1]], 1)
         return torch.where(own.to(x0.device)[:, None, None, None, None], history, x0[:, :-1])
