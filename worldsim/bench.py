@@ -334,7 +334,7 @@ def experiment_config(experiment: str, overrides: list[str], data: str) -> Any:
     except (HydraException, OmegaConfBaseException) as e:
         raise SystemExit(f"bench train: experiment={experiment} {' '.join(overrides)}: {e}") from None
     assert isinstance(plain, dict)
-    for key in ("eval", "evaluation", "ae_train", "threads", "export", "name", "tag", "experiment"):
+    for key in ("eval", "evaluation", "ae_train", "threads", "export", "export_at_flops", "name", "tag", "experiment"):
         plain.pop(key, None)
     if plain.get("autoencoder") == "train":
         raise SystemExit("bench train: this experiment trains its autoencoder first; pass autoencoder=RUN (a trained one) or autoencoder=identity")

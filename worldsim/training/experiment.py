@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from worldsim.atomic import atomic_write_text, file_lock
-from worldsim.checkpoint import export_safetensors
+from worldsim.checkpoint import export_safetensors, load_checkpoint
 from worldsim.config import load_group, typed
 from worldsim.data.generation import StreamConfig, generate_stream
 from worldsim.runtime import choose_threads
@@ -44,7 +44,7 @@ log = logging.getLogger("worldsim.training.experiment")
 Judge = Callable[[TrainConfig, dict[str, Any]], dict[str, Any]]
 
 # Keys that change how a run is carried out, not what it computes.
-NON_SEMANTIC = ("out", "name", "tag", "export", "num_workers", "threads", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
+NON_SEMANTIC = ("out", "name", "tag", "export", "export_at_flops", "num_workers", "threads", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
                 "eval_only", "progress")
 
 
@@ -151,6 +151,23 @@ class AETrain:
     object_weight: float = 8.0
 
 
+def export_source(out: Path, at_flops: float | None) -> Path:
+    """What a run's export writes: the run itself (its last checkpoint), or with
+    ``at_flops`` the first kept checkpoint that had trained at least that many FLOPs
+    (``export_at_flops``: a checkpoint part-way down the schedule, as the reference
+    model is)."""
+    if at_flops is None:
+        return out
+    kept = sorted((out / "checkpoints").glob("step_*.pt"))
+    reached = [(float(load_checkpoint(p, kind="dit")["compute"]["flops"]), p) for p in kept]
+    for flops, path in reached:
+        if flops >= float(at_flops):
+            return path
+    seen = ", ".join(f"{p.name} {f:.3g}" for f, p in reached) or "none"
+    raise ValueError(f"export_at_flops={float(at_flops):.3g}: no kept checkpoint of {out} trained that many FLOPs (kept: {seen}); "
+                     "lower export_at_flops, raise max_flops, or set export_at_flops=null to export the last step")
+
+
 def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progress: bool = True) -> dict[str, Any]:
     """Everything ``python -m worldsim.train`` does for one run, from the resolved
     config as a plain dict (``out`` set to the run directory); ``judge`` judges it
@@ -162,6 +179,7 @@ def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progres
     ae_train = AETrain(**(plain.pop("ae_train", None) or {}))
     threads = plain.pop("threads", None)
     export = plain.pop("export", None)
+    export_at_flops = plain.pop("export_at_flops", None)
     plain.pop("name", None)
     plain.pop("tag", None)
     choose_threads(threads)
@@ -205,8 +223,9 @@ def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progres
             raise ValueError("eval=true or eval_only=true needs a judge (python -m worldsim.train passes worldsim.evaluate.runs.judge_run)")
         result["eval"] = judge(cfg, evaluation)
     if export and cfg.stage == "dit" and int(os.environ.get("RANK", "0")) == 0:
-        path = export_safetensors(out, export)
-        result["export"] = {"path": str(path), "bytes": path.stat().st_size}
+        source = export_source(out, export_at_flops)
+        path = export_safetensors(source, export)
+        result["export"] = {"path": str(path), "bytes": path.stat().st_size, "source": str(source)}
         log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
     if int(os.environ.get("RANK", "0")) == 0 and not cfg.eval_only:  # rank 0 writes; an evaluation alone finishes nothing
         atomic_write_text(done, json.dumps(result, indent=1, default=float))
