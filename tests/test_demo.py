@@ -118,7 +118,10 @@ def test_the_bundled_weights_are_the_reference_experiment():
     assert recorded.get("count_cpu_attention", False) == experiment["count_cpu_attention"]  # files of before the key counted without
     assert recorded["optim"] == experiment["optim"]
     flops = load_checkpoint(path, kind="dit")["compute"]["flops"]
-    assert flops >= float(experiment["max_flops"]) or world.step == experiment["max_steps"]  # trained to its budget
+    budget = float(experiment["export_at_flops"] or experiment["max_flops"])  # the checkpoint the experiment exports
+    assert flops >= budget or world.step == experiment["max_steps"]  # trained to its budget
+    if experiment["export_at_flops"] is not None:  # and it is the first kept checkpoint past it, not a later one
+        assert flops < budget + float(experiment["checkpoint_every_flops"]), (flops, budget)
     n = sum(p.numel() for p in world.model.parameters())
     assert 2 * n < 30 * 2**20, n  # the shipped file (float16) stays under 30 MB
 
@@ -139,3 +142,30 @@ def test_the_demos_console_is_quiet(exported, tmp_path):
     for chatter in ("Warning", "warn", "OpenGL", "pybullet build time", "ALSA", "it/s]", "Traceback", "[INFO]"):
         assert chatter not in console, (chatter, console[-3000:])
     assert console.lstrip().startswith("worldsim demo:") and "pos err" in console
+
+
+def test_export_at_flops_writes_the_first_checkpoint_that_reached_them(tiny_data, tmp_path):
+    """``export_at_flops`` picks the first kept checkpoint with at least that many
+    FLOPs (the reference model is one part-way down its schedule); too many is a clear
+    error naming the key, and null is the run's last step."""
+    from worldsim.checkpoint import export_safetensors, load_checkpoint
+    from worldsim.training.experiment import export_source
+    from worldsim.training.loop import OptimConfig, TrainConfig, train
+
+    out = tmp_path / "run"
+    train(TrainConfig(
+        stage="dit", data=str(tiny_data), out=str(out), max_steps=4, batch_size=2, clip_frames=4, num_workers=0,
+        checkpoint_every=1, keep_checkpoints=4, sample_every=1000, optim=OptimConfig(lr=1e-3, warmup_steps=1),
+        stage_options={"model": {"dim": 32, "depth": 2, "heads": 2, "patch": [1, 8, 8]}, "text": {"dim": 16, "depth": 1, "heads": 2},
+                       "autoencoder": "identity"},
+    ))
+    kept = sorted((out / "checkpoints").glob("step_*.pt"))
+    flops = [float(load_checkpoint(p, kind="dit")["compute"]["flops"]) for p in kept]
+    assert len(kept) == 4 and flops == sorted(flops) and flops[0] > 0
+    assert export_source(out, None) == out
+    assert export_source(out, flops[1]) == kept[1]
+    assert export_source(out, flops[1] + 1.0) == kept[2]
+    written = export_safetensors(export_source(out, flops[2]), tmp_path / "mid.safetensors")
+    assert load_checkpoint(written, kind="dit")["step"] == load_checkpoint(kept[2], kind="dit")["step"] != load_checkpoint(out, kind="dit")["step"]
+    with pytest.raises(ValueError, match="export_at_flops"):
+        export_source(out, flops[-1] * 2)
