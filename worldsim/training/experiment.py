@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from worldsim.atomic import atomic_write_text, file_lock
-from worldsim.checkpoint import export_safetensors, load_checkpoint
+from worldsim.checkpoint import export_safetensors, load_checkpoint, step_checkpoints
 from worldsim.config import load_group, typed
 from worldsim.data.generation import StreamConfig, generate_stream
 from worldsim.runtime import choose_threads
@@ -158,13 +158,13 @@ def export_source(out: Path, at_flops: float | None) -> Path:
     model is)."""
     if at_flops is None:
         return out
-    kept = sorted((out / "checkpoints").glob("step_*.pt"))
-    reached = [(float(load_checkpoint(p, kind="dit")["compute"]["flops"]), p) for p in kept]
-    for flops, path in reached:
+    seen = []
+    for path in step_checkpoints(out):  # oldest first: stop at the first that reached them
+        flops = float(load_checkpoint(path, kind="dit")["compute"]["flops"])
         if flops >= float(at_flops):
             return path
-    seen = ", ".join(f"{p.name} {f:.3g}" for f, p in reached) or "none"
-    raise ValueError(f"export_at_flops={float(at_flops):.3g}: no kept checkpoint of {out} trained that many FLOPs (kept: {seen}); "
+        seen.append(f"{path.name} {flops:.3g}")
+    raise ValueError(f"export_at_flops={float(at_flops):.3g}: no kept checkpoint of {out} trained that many FLOPs (kept: {', '.join(seen) or 'none'}); "
                      "lower export_at_flops, raise max_flops, or set export_at_flops=null to export the last step")
 
 
