@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
 
-from worldsim.evaluate.adherence import AdherenceConfig, Physics, broke, colours_seen, rebound_px
+from worldsim.evaluate.adherence import AdherenceConfig, Physics, broke, colours_seen, loop_seam, rebound_px
 from worldsim.evaluate.adherence import run_adherence as run
 
 
@@ -51,6 +52,22 @@ def test_rebound_height_follows_restitution(physics):
     assert rebound_px(np.zeros((4, 64, 64, 3), np.uint8), ball.colour) is None
 
 
+def test_the_loop_seam_counts_objects_it_cannot_measure():
+    p = np.full((5, 3, 2), np.nan)
+    p[:, 0] = [[10, 10], [12, 10], [14, 10], [16, 10], [18, 10]]  # steps of 2 px, a seam of 8
+    p[0, 1], p[4, 1] = [30, 30], [31, 30]  # seen at the seam only: no step to compare with
+    # object 2 never found
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "All-NaN slice" warnings
+        r = loop_seam(p)
+    assert r["seam_error_px"] == pytest.approx(6.0) and r["typical_step_px"] == pytest.approx(2.0)
+    assert (r["objects"], r["objects_unmeasured"]) == (3, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lost = loop_seam(np.full((4, 2, 2), np.nan))
+    assert lost["seam_error_px"] is None and lost["objects_unmeasured"] == 2
+
+
 def test_the_cli_writes_every_check(tiny_world, tmp_path):
     cfg = AdherenceConfig(checkpoint=str(tiny_world), samples=1, frames=6, context=2, steps=1, out=str(tmp_path), precision="fp32")
     result = run(cfg)
@@ -58,6 +75,7 @@ def test_the_cli_writes_every_check(tiny_world, tmp_path):
     assert set(saved) == {"config", *cfg.checks} and saved["t2v"]["physics_adherence"] == 1.0
     assert result["pane_strength"]["physics_gap_points"] is not None
     assert "loop seam error" in (tmp_path / "adherence.md").read_text()
+    assert saved["loop"]["objects"] >= 1 and 0 <= saved["loop"]["objects_unmeasured"] <= saved["loop"]["objects"]
     with pytest.raises(ValueError, match="unknown checks"):
         AdherenceConfig(checks=["t2v", "vibes"])
     with pytest.raises(ValueError, match="context"):

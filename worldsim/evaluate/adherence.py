@@ -305,6 +305,29 @@ def _positions(frames: np.ndarray, colours: list[str]) -> np.ndarray:
     return detect_objects(frames, np.array([palette.rgb(c) for c in colours]), min_pixels=2, max_distance=60.0)["centroids"]
 
 
+def loop_seam(p: np.ndarray) -> dict[str, Any]:
+    """The seam of a generated loop from object positions ``p`` (T, K, 2) (NaN where an
+    object was not found): per object, the jump from the last frame back to the first
+    against its typical (median) step. An object whose seam or typical step cannot be
+    measured (not found in the first or last frame, or in no two consecutive frames) is
+    counted in ``objects_unmeasured``, never averaged in."""
+    steps = np.linalg.norm(np.diff(p, axis=0), axis=-1)  # (T-1, K)
+    seam = np.linalg.norm(p[0] - p[-1], axis=-1)  # (K,)
+    stepped = np.isfinite(steps).any(axis=0)  # (K,) objects with at least one measured step
+    typical = np.full(seam.shape, np.nan)
+    if stepped.any():
+        typical[stepped] = np.nanmedian(steps[:, stepped], axis=0)
+    err = np.abs(seam - typical)
+    ok = np.isfinite(err)
+
+    def mean(v: np.ndarray) -> float | None:
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if v.size else None
+
+    return {"seam_jump_px": mean(seam), "typical_step_px": mean(typical), "seam_error_px": mean(err),
+            "objects": int(seam.size), "objects_unmeasured": int((~ok).sum())}
+
+
 def check_loop(cfg: AdherenceConfig, sampler, physics: Physics, one_step: float | None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
     rows = []
@@ -313,19 +336,12 @@ def check_loop(cfg: AdherenceConfig, sampler, physics: Physics, one_step: float 
         true = physics.run(spec)[0]["frames"]
         frames, _ = sampler.generate("loop", caption_detailed(spec, []), frames=cfg.frames, inputs=[true[:1]], seed=cfg.seed + i, steps=cfg.steps,
                                      method=cfg.method, text_scale=cfg.text_scale)
-        p = _positions(frames, [o.colour for o in spec.objects])  # (T, K, 2)
-        steps = np.linalg.norm(np.diff(p, axis=0), axis=-1)  # (T-1, K)
-        seam = np.linalg.norm(p[0] - p[-1], axis=-1)  # (K,)
-        with np.errstate(all="ignore"):
-            typical = np.nanmedian(steps, axis=0)
-            err = np.abs(seam - typical)
-        rows.append({"seed": cfg.seed + i, "seam_jump_px": float(np.nanmean(seam)) if np.isfinite(seam).any() else None,
-                     "typical_step_px": float(np.nanmean(typical)) if np.isfinite(typical).any() else None,
-                     "seam_error_px": float(np.nanmean(err)) if np.isfinite(err).any() else None})
+        rows.append({"seed": cfg.seed + i} | loop_seam(_positions(frames, [o.colour for o in spec.objects])))
     v = [r["seam_error_px"] for r in rows if r["seam_error_px"] is not None]
     seam_error = round(float(np.mean(v)), 3) if v else None
     return {"seam_error_px": seam_error, "one_step_error_px": one_step,
-            "seam_within_one_step": None if seam_error is None or one_step is None else seam_error <= one_step, "samples": rows}
+            "seam_within_one_step": None if seam_error is None or one_step is None else seam_error <= one_step,
+            "objects": sum(r["objects"] for r in rows), "objects_unmeasured": sum(r["objects_unmeasured"] for r in rows), "samples": rows}
 
 
 # -- the run ------------------------------------------------------------------------------------------
@@ -381,5 +397,6 @@ def summary_markdown(r: dict[str, Any]) -> str:
                          f"count violations {x['count_violation_rate']} |")
     if "loop" in r:
         lp = r["loop"]
-        lines.append(f"| loop seam error | {lp['seam_error_px']} px | – | one-step error {lp['one_step_error_px']} px |")
+        lines.append(f"| loop seam error | {lp['seam_error_px']} px | – | one-step error {lp['one_step_error_px']} px; "
+                     f"{lp.get('objects_unmeasured', 0)} of {lp.get('objects', 0)} objects not found at the seam |")
     return "\n".join(lines) + "\n"
