@@ -282,7 +282,7 @@ class LearnedSimulator:
                 xs, acts = torch.cat([self._rep(noisy), xs], 1), torch.cat([self._rep(pact), acts], 1)
                 ts = torch.cat([torch.full_like(tt, self.context_noise), tt], 1)
                 if anchors is not None:
-                    anchors = torch.cat([torch.zeros_like(anchors), anchors], 1)
+                    anchors = anchors.expand(-1, 2, -1, -1, -1)  # the stored frame is not anchored: what its row holds is not read
                     anchored = torch.tensor([False, True], device=self.device).expand(xs.shape[0], 2)
                     levels = torch.cat([levels, levels], 1)
                 st["pending"] = None

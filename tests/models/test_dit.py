@@ -67,6 +67,37 @@ def test_block_causal_attention_blocks_the_future():
         assert not torch.allclose(dit(x2, t, a, text(), causal=False)[:, 0], vb[:, 0])
 
 
+@pytest.mark.parametrize("pixel_head", [0, 8])
+def test_a_frame_not_anchored_ignores_its_anchor_rows_and_gets_the_bias(pixel_head):
+    dit = model(anchor=True, anchor_frames=2, pixel_head=pixel_head)
+    x, t, a = torch.randn(2, 2, 4, 8, 8), torch.rand(2, 2), torch.randn(2, 2, 2)
+    anchor = torch.randn(2, 2, 8, 8, 8)
+    anchored = torch.tensor([[False, True], [False, True]])
+    garbage = anchor.clone()
+    garbage[:, 0] = torch.randn(2, 8, 8, 8)
+    zeros = anchor.clone()
+    zeros[:, 0] = 0
+    with torch.no_grad():
+        outs = [dit(x, t, a, text(2), causal=True, anchor=y, anchored=anchored) for y in (garbage, zeros)]
+        # zeros through the embedding give its bias exactly, in bf16 as in fp32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            e = dit.anchor_embed(torch.zeros(3, dit.anchor_embed.in_features))
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(e, dit.anchor_embed.bias.to(torch.bfloat16).expand_as(e))
+
+
+def test_the_mlp_gelu_is_recorded_and_old_configs_keep_tanh():
+    assert DiTConfig().gelu_approximate == "tanh"  # what checkpoints without the key were trained with
+    exact, tanh = model(gelu_approximate="none"), model(gelu_approximate="tanh")
+    assert exact.blocks[0].mlp[1].approximate == "none" and tanh.blocks[0].mlp[1].approximate == "tanh"
+    x = torch.randn(1, 2, 4, 8, 8)
+    with torch.no_grad():  # the same weights, two functions: close, not equal
+        ve, vt = (m(x, torch.rand(1, 2, generator=torch.Generator().manual_seed(0)), torch.zeros(1, 2, 2), text(), causal=True) for m in (exact, tanh))
+    assert not torch.equal(ve, vt) and torch.allclose(ve, vt, atol=1e-2)
+    with pytest.raises(ValueError, match="gelu_approximate"):
+        DiTConfig(gelu_approximate="erf")
+
+
 def test_adaln_zero_model_outputs_zero_at_init():
     dit = model(zero_init=True)
     with torch.no_grad():
