@@ -61,6 +61,7 @@ from worldsim.sim.engines import EngineConfig, make_engine
 from worldsim.sim.scenes import SCENES, episode_seed, scene_config
 from worldsim.sim.simulate import simulate
 from worldsim.simulator import LearnedSimulator
+from worldsim.training.experiment import split_driver_keys
 from worldsim.training.loop import compile_model, config_from_plain, make_stage, step_generator
 
 
@@ -334,8 +335,7 @@ def experiment_config(experiment: str, overrides: list[str], data: str) -> Any:
     except (HydraException, OmegaConfBaseException) as e:
         raise SystemExit(f"bench train: experiment={experiment} {' '.join(overrides)}: {e}") from None
     assert isinstance(plain, dict)
-    for key in ("eval", "evaluation", "ae_train", "threads", "export", "export_at_flops", "name", "tag", "experiment"):
-        plain.pop(key, None)
+    _, plain = split_driver_keys(plain)
     if plain.get("autoencoder") == "train":
         raise SystemExit("bench train: this experiment trains its autoencoder first; pass autoencoder=RUN (a trained one) or autoencoder=identity")
     if not Path(data, "manifest.jsonl").is_file():

@@ -168,20 +168,28 @@ def export_source(out: Path, at_flops: float | None) -> Path:
                      "lower export_at_flops, raise max_flops, or set export_at_flops=null to export the last step")
 
 
+# Keys of conf/train.yaml that drive a run (what to judge, export, name it, threads) and
+# are not the training's own (TrainConfig): run_experiment and bench train take them off.
+DRIVER_KEYS = ("eval", "evaluation", "ae_train", "threads", "export", "export_at_flops", "name", "tag", "experiment")
+
+
+def split_driver_keys(plain: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the driver's keys, the rest: a TrainConfig's) of a resolved config."""
+    return {k: v for k, v in plain.items() if k in DRIVER_KEYS}, {k: v for k, v in plain.items() if k not in DRIVER_KEYS}
+
+
 def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progress: bool = True) -> dict[str, Any]:
     """Everything ``python -m worldsim.train`` does for one run, from the resolved
     config as a plain dict (``out`` set to the run directory); ``judge`` judges it
     when ``eval`` (or ``eval_only``) is set."""
-    plain = dict(plain)
+    driver, plain = split_driver_keys(plain)
     out = Path(plain["out"])
-    do_eval = bool(plain.pop("eval", False))
-    evaluation = dict(plain.pop("evaluation", None) or {})
-    ae_train = AETrain(**(plain.pop("ae_train", None) or {}))
-    threads = plain.pop("threads", None)
-    export = plain.pop("export", None)
-    export_at_flops = plain.pop("export_at_flops", None)
-    plain.pop("name", None)
-    plain.pop("tag", None)
+    do_eval = bool(driver.get("eval", False))
+    evaluation = dict(driver.get("evaluation") or {})
+    ae_train = AETrain(**(driver.get("ae_train") or {}))
+    threads = driver.get("threads")
+    export = driver.get("export")
+    export_at_flops = driver.get("export_at_flops")
     choose_threads(threads)
     digest = config_hash({**plain, "eval": do_eval})
     done = out / "done.json"
