@@ -579,6 +579,7 @@ def bench_fidelity(args: argparse.Namespace) -> dict[str, Any]:
 
     return run_fidelity(FidelityConfig(
         checkpoint=args.checkpoint, data=args.data, scenes=args.scenes, engine=None if args.engine == "any" else args.engine, episodes=args.episodes,
+        first_episode=args.first_episode,
         context=args.context, horizon=args.horizon, sampler_steps=args.steps, method=args.method, context_noise=args.context_noise,
         seed=args.seed, speed_steps=args.speed_steps, device=args.device, precision=args.precision,
     ))
@@ -652,6 +653,7 @@ def main(argv: list[str] | None = None) -> None:
     fi.add_argument("--scenes", nargs="+", default=None, help="default: every scene of the data")
     fi.add_argument("--engine", default="pybullet", help="pybullet | mujoco | any")
     fi.add_argument("--episodes", type=int, default=16, help="per scene")
+    fi.add_argument("--first-episode", type=int, default=0, help="read the split's episodes from this index on")
     fi.add_argument("--context", type=int, default=4)
     fi.add_argument("--horizon", type=int, default=16)
     fi.add_argument("--steps", type=int, default=None, help="sampler steps per frame (default: the model's own)")

@@ -34,6 +34,16 @@ def test_the_probe_reports_every_figure_on_a_tiny_checkpoint(tiny_world, tiny_da
     assert _probe(tiny_world, tiny_data)["scenes"] == r["scenes"]
 
 
+def test_the_probe_reads_the_episodes_from_first_episode_on(tiny_world, tiny_data):
+    first, second = (_probe(tiny_world, tiny_data, episodes=1, first_episode=i)["scenes"]["bouncing_balls"] for i in (0, 1))
+    both = _probe(tiny_world, tiny_data)["scenes"]["bouncing_balls"]
+    assert first["one_step"]["points"] == second["one_step"]["points"] == 2
+    copy = [s["one_step"]["latent_mse_copy_last"] for s in (first, second, both)]
+    assert copy[0] != copy[1] and copy[2] == pytest.approx((copy[0] + copy[1]) / 2, abs=1e-4)  # two episodes, and both together
+    with pytest.raises(ValueError, match="has 2 test episodes of bouncing_balls; episodes 2..2"):
+        _probe(tiny_world, tiny_data, episodes=1, first_episode=2)
+
+
 def test_a_world_that_loses_its_objects_is_counted_as_losing_them(tiny_world, tiny_data, monkeypatch):
     step = LearnedSimulator.step
     monkeypatch.setattr(LearnedSimulator, "step", lambda self, actions: np.zeros_like(step(self, actions)))  # black frames

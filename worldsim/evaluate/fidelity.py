@@ -56,6 +56,9 @@ class FidelityConfig:
     scenes: list[str] | None = None  # null: every scene of the data's test split
     engine: str | None = "pybullet"  # null: any
     episodes: int = 16  # per scene
+    # the episodes read are first_episode .. first_episode + episodes - 1 of the split, by index:
+    # a probe that picks a checkpoint can read other episodes than the ones its figures are reported on
+    first_episode: int = 0
     context: int = 4
     horizon: int = 16
     one_step_points: int = 4  # teacher-forced predictions per episode (every 4th frame after the context)
@@ -74,6 +77,8 @@ class FidelityConfig:
     def __post_init__(self) -> None:
         if self.context < 1 or self.horizon < 1 or self.episodes < 1:
             raise ValueError("fidelity: context, horizon and episodes must be at least 1")
+        if self.first_episode < 0:
+            raise ValueError(f"fidelity: first_episode must be >= 0, got {self.first_episode}")
 
 
 @dataclass
@@ -91,7 +96,11 @@ class _Episode:
 def _episodes(cfg: FidelityConfig, scene: str) -> list[_Episode]:
     rows = select_episodes(cfg.data, split=cfg.split, scenes=[scene], engines=[cfg.engine] if cfg.engine else None,
                            min_frames=cfg.context + cfg.horizon)
-    rows = sorted(rows, key=lambda r: (r["engine"], r["index"]))[: cfg.episodes]
+    rows = sorted(rows, key=lambda r: (r["engine"], r["index"]))
+    if rows and cfg.first_episode + cfg.episodes > len(rows):
+        raise ValueError(f"fidelity: {cfg.data} has {len(rows)} {cfg.split} episodes of {scene}; episodes {cfg.first_episode}.."
+                         f"{cfg.first_episode + cfg.episodes - 1} were asked for (lower first_episode or episodes)")
+    rows = rows[cfg.first_episode : cfg.first_episode + cfg.episodes]
     out = []
     for r in rows:
         ep = load_episode(Path(cfg.data) / r["path"])

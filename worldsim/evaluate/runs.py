@@ -30,6 +30,7 @@ class Evaluation:
     scenes: list[str] | None = None  # null: every scene of the data
     engine: str = "pybullet"
     episodes: int = 8
+    first_episode: int = 0  # fidelity: the probe reads episodes first_episode.. of the split (by index)
     horizon: int = 16
     context: int = 4
     split: str = "test"
@@ -134,7 +135,7 @@ def judge_fidelity(cfg: TrainConfig, evaluation: Evaluation) -> dict[str, Any]:
     for ck in step_checkpoints(out):
         r = run_fidelity(FidelityConfig(
             checkpoint=str(ck), data=str(data), scenes=evaluation.scenes, engine=evaluation.engine, episodes=evaluation.episodes,
-            context=evaluation.context, horizon=evaluation.horizon, sampler_steps=evaluation.sampler_steps, device=cfg.device,
+            first_episode=evaluation.first_episode, split=evaluation.split, context=evaluation.context, horizon=evaluation.horizon, sampler_steps=evaluation.sampler_steps, device=cfg.device,
             precision=cfg.precision, speed_steps=20 if ck == latest else 0,
         ))
         curve.append({"checkpoint": ck.name, "step": r["step"], "flops": r["train_flops"], **fidelity_headline(r)})
