@@ -69,10 +69,11 @@ def test_a_sweep_runs_reports_and_resumes(tmp_path):
     report's table and plot; launched again, nothing is redone."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
-    args = ("-m", "experiment=tiny", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "eval=true", f"hydra.sweep.dir={sweep}")
+    args = ("-m", "experiment=tiny", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", "tag=v1/a", "eval=true", f"hydra.sweep.dir={sweep}")
     train_cli(*args, cwd=tmp_path)
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert [p.name for p in runs] == ["experiment=tiny,seed=0", "experiment=tiny,seed=1"]
+    # one folder a run, a / in a value included (tag=v1/a; data=/a/b alike), not nested folders
+    assert [p.name for p in runs] == ["experiment=tiny,seed=0,tag=v1%2Fa", "experiment=tiny,seed=1,tag=v1%2Fa"]
     for run in runs:
         done = json.loads((run / "done.json").read_text())
         assert done["flops"] > 0 and done["compute"]["autoencoder"]["steps"] == 4 and done["compute"]["dit"]["steps"] == 4

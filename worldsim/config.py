@@ -7,6 +7,18 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+
+def path_safe(text: str) -> str:
+    """One folder name from a string that may hold paths (``/`` as ``%2F``): a sweep's run
+    folder is named by its overrides, and ``data=/a/b`` must not nest folders in it."""
+    return str(text).replace("/", "%2F")
+
+
+# conf/train.yaml's hydra.sweep.subdir: ${path_safe:${hydra.job.override_dirname}}
+OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+
 
 def config_dir() -> str:
     """Absolute path of the Hydra config folder.
