@@ -503,13 +503,10 @@ class DiT(nn.Module):
             m = self.config.anchor_frames
             if anchor is not None and anchor.shape[2] != m * c:
                 raise ValueError(f"anchor must hold {m} frames of {c} channels stacked ({m * c}), got {anchor.shape[2]}")
-            if anchor is None:
-                a = x.new_zeros(b, frames, m * c, h, w)
-                z = z + self.anchor_embed(self.patchify(a).to(z.dtype))  # (B, T', N, D): the embedding's bias
-            else:  # a frame not anchored gets what zeros would give, the bias (exactly), whatever its anchor holds
-                e = self.anchor_embed(self.patchify(anchor).to(z.dtype))  # (B, T', N, D) patchify stacks the m frames per patch
-                z = z + torch.where(flag[:, :, None, None], e, self.anchor_embed.bias.to(e.dtype))
-                a = torch.where(flag[:, :, None, None, None], anchor, 0.0) if self.config.pixel_head else anchor
+            a = x.new_zeros(b, frames, m * c, h, w) if anchor is None else anchor
+            e = self.anchor_embed(self.patchify(a).to(z.dtype))  # (B, T', N, D) patchify stacks the m frames per patch
+            # a frame not anchored gets what zeros would give, the bias (exactly), whatever its anchor rows hold
+            z = z + torch.where(flag[:, :, None, None], e, self.anchor_embed.bias.to(e.dtype))
             level = torch.zeros(b, frames, device=dev) if anchor_t is None else anchor_t.to(dev)
             anchor_cond = self.anchor_flag + self.anchor_level_mlp(timestep_embedding(level, self.config.dim).to(cond.dtype))  # (B, T', D)
             cond = cond + flag[:, :, None].to(cond.dtype) * anchor_cond.to(cond.dtype)  # (B, T', D)
@@ -543,7 +540,7 @@ class DiT(nn.Module):
         if self.config.pixel_head:
             parts = [out, x.to(out.dtype)]  # x: the frame's (scaled) input
             if self.config.anchor:
-                parts.append(a.to(out.dtype))  # its anchor frames (zeros where not anchored)
+                parts.append(torch.where(flag[:, :, None, None, None], a, 0.0).to(out.dtype))  # its anchor frames (zeros where not anchored)
             feats = rearrange(torch.cat(parts, dim=2), "b t c h w -> (b t) c h w")
             out = out + rearrange(self.pixel_head(feats), "(b t) c h w -> b t c h w", b=b)  # (B, T, C, H, W)
         return out.to(x.dtype)  # (B, T, C, H, W)
