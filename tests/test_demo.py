@@ -29,6 +29,34 @@ def test_an_export_loads_as_the_run_it_came_from(tiny_world, exported):
         torch.testing.assert_close(b, a, atol=2e-3, rtol=1e-3, msg=k)
 
 
+def test_an_export_can_change_its_default_sampler_steps_and_says_so(exported, tmp_path):
+    """Re-exporting with ``--sampler-steps`` changes what users of the file get by
+    default, keeps the weights and the training config as they were, and records the
+    change; going back to the trained value removes the record."""
+    from worldsim.export import main as export_main
+    from worldsim.simulator import LearnedSimulator
+
+    before = load_checkpoint(exported, kind="dit")
+    trained = before["config"]["flow"]["sampler_steps"]
+    two = tmp_path / "two.safetensors"
+    export_main([str(exported), str(two), "--sampler-steps", str(trained + 1)])
+    after = load_checkpoint(two, kind="dit")
+    assert after["config"]["flow"]["sampler_steps"] == trained + 1
+    assert after["revised"] == {"flow.sampler_steps": [trained, trained + 1]}
+    assert after["train"] == before["train"] and after["compute"] == before["compute"] and after["step"] == before["step"]
+    assert after["source"] == before["source"]  # provenance: the run, not the file re-exported
+    for k, v in before["model"].items():
+        assert torch.equal(after["model"][k], v), k
+    sim = LearnedSimulator(str(two), device="cpu")
+    assert sim.sampler.steps == trained + 1
+    back = tmp_path / "back.safetensors"
+    export_main([str(two), str(back), "--sampler-steps", str(trained)])
+    assert load_checkpoint(back, kind="dit")["revised"] == {} and load_checkpoint(back, kind="dit")["config"] == before["config"]
+    with pytest.raises(SystemExit, match="sampler_steps"):
+        export_main([str(exported), str(tmp_path / "bad.safetensors"), "--sampler-steps", "0"])
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 def test_a_broken_export_is_refused(exported, tmp_path):
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(exported.read_bytes()[: 5000])
@@ -108,8 +136,15 @@ def test_the_bundled_weights_are_the_reference_experiment():
     from worldsim.models.dit import DiTConfig
 
     added_since = {"model": DiTConfig(), "flow": FlowConfig()}  # fields newer than the file must sit at their defaults
+    revised = load_checkpoint(path, kind="dit")["revised"]  # defaults changed after training ("key": [trained, now])
+    assert set(revised) <= {"flow.sampler_steps"}, revised  # none that changes what the weights are
     for key in ("model", "ae", "text", "flow"):
-        saved, wanted = recorded["stage_options"][key], dict(experiment[key])
+        saved, wanted = dict(recorded["stage_options"][key]), dict(experiment[key])
+        for name, (was, now) in revised.items():
+            part, field = name.split(".")
+            if part == key:
+                assert saved[field] == was, name  # the record is the training config's
+                saved[field] = now  # and the experiment asks for the value in use
         for field in set(wanted) - set(saved):
             assert key in added_since and wanted.pop(field) == getattr(added_since[key], field), (key, field)
         assert saved == wanted, key

@@ -146,7 +146,8 @@ def _load_safetensors(p: Path, map_location: str) -> dict[str, Any]:
         raise CheckpointError(f"{p}: a safetensors file without worldsim metadata; export one with python -m worldsim.export")
     ckpt: dict[str, Any] = {
         "kind": meta.get("kind"), "step": meta.get("step", 0), "config": meta["config"], "ema": {},
-        "train": meta.get("train"), "compute": meta.get("compute"),
+        "train": meta.get("train"), "compute": meta.get("compute"), "source": meta.get("source"),
+        "revised": meta.get("revised") or {},
     }
     for part in ("model", "autoencoder"):
         prefix = part + "."
@@ -154,9 +155,18 @@ def _load_safetensors(p: Path, map_location: str) -> dict[str, Any]:
     return ckpt
 
 
-def export_safetensors(run: str | os.PathLike[str], out: str | os.PathLike[str], *, dtype: torch.dtype = torch.float16) -> Path:
+def export_safetensors(
+    run: str | os.PathLike[str], out: str | os.PathLike[str], *, dtype: torch.dtype = torch.float16, sampler_steps: int | None = None,
+) -> Path:
     """Write a DiT run's weights for use (EMA if kept; ``dtype``; no optimizer) as one
-    ``.safetensors`` file that every ``checkpoint=`` accepts."""
+    ``.safetensors`` file that every ``checkpoint=`` accepts.
+
+    ``sampler_steps`` changes the denoising steps the file's users get by default
+    (``flow.sampler_steps``), a choice made after training (it does not change the
+    weights); the file records it under ``revised`` as ``[trained, now]`` beside the
+    untouched training config. An exported file can be exported again this way.
+    """
+    import copy
     import json
 
     from safetensors.torch import save_file
@@ -172,9 +182,20 @@ def export_safetensors(run: str | os.PathLike[str], out: str | os.PathLike[str],
                     raise ValueError(f"{part}.{k} holds values beyond float16's range; export with dtype=bfloat16 or float32")
                 v = v.to(dtype)
             tensors[f"{part}.{k}"] = v.contiguous()
+    config, revised = copy.deepcopy(ckpt["config"]), dict(ckpt.get("revised") or {})
+    if sampler_steps is not None:
+        if isinstance(sampler_steps, bool) or not isinstance(sampler_steps, int) or sampler_steps < 1:
+            raise ValueError(f"sampler_steps must be a whole number >= 1, got {sampler_steps!r}")
+        flow = config.setdefault("flow", {})
+        trained = revised.get("flow.sampler_steps", [flow.get("sampler_steps", 4)])[0]
+        flow["sampler_steps"] = sampler_steps
+        revised.pop("flow.sampler_steps", None)
+        if sampler_steps != trained:
+            revised["flow.sampler_steps"] = [trained, sampler_steps]
     meta = {"worldsim": json.dumps({
-        "kind": "dit", "step": int(ckpt["step"]), "config": ckpt["config"], "source": str(ckpt["path"]),
+        "kind": "dit", "step": int(ckpt["step"]), "config": config, "source": str(ckpt.get("source") or ckpt["path"]),
         "train": ckpt.get("train"), "compute": ckpt.get("compute"),  # provenance: the resolved training config, FLOPs and wall time
+        **({"revised": revised} if revised else {}),  # defaults changed after training: key -> [trained, now]
     })}
     out = Path(out)
     with atomic_path(out, keep_suffix=True) as tmp:

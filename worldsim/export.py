@@ -1,4 +1,4 @@
-"""Export a DiT run for use: ``python -m worldsim.export RUN OUT.safetensors [--dtype float16]``.
+"""Export a DiT run for use: ``python -m worldsim.export RUN OUT.safetensors [--dtype float16] [--sampler-steps N]``.
 
 Writes the weights a user needs (EMA where the run kept them, the text encoder and
 the frozen autoencoder), in half precision by default, with the run's config in the
@@ -21,11 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run", help="a DiT run directory or checkpoint file")
     p.add_argument("out", help="the .safetensors file to write")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    p.add_argument("--sampler-steps", type=int, default=None,
+                   help="the denoising steps a simulator step takes by default (flow.sampler_steps); the file records the trained value beside it")
     a = p.parse_args(argv)
     if not a.out.endswith(".safetensors"):
         sys.exit("error: the output must be a .safetensors file")
     try:
-        out = export_safetensors(a.run, a.out, dtype=getattr(torch, a.dtype))
+        out = export_safetensors(a.run, a.out, dtype=getattr(torch, a.dtype), sampler_steps=a.sampler_steps)
     except (CheckpointError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
