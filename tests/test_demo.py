@@ -29,15 +29,18 @@ def test_an_export_loads_as_the_run_it_came_from(tiny_world, exported):
         torch.testing.assert_close(b, a, atol=2e-3, rtol=1e-3, msg=k)
 
 
-def test_an_export_can_change_its_default_sampler_steps_and_says_so(exported, tmp_path):
+def test_an_export_can_change_its_default_sampler_steps_and_says_so(tiny_world, exported, tmp_path):
     """Re-exporting with ``--sampler-steps`` changes what users of the file get by
     default, keeps the weights and the training config as they were, and records the
-    change; going back to the trained value removes the record."""
+    change; the record survives a plain re-export, and going back to the trained value
+    removes it."""
+    from worldsim.checkpoint import export_safetensors
     from worldsim.export import main as export_main
     from worldsim.simulator import LearnedSimulator
 
     before = load_checkpoint(exported, kind="dit")
     trained = before["config"]["flow"]["sampler_steps"]
+    assert before["revised"] == {} and load_checkpoint(tiny_world, kind="dit")["revised"] == {}
     two = tmp_path / "two.safetensors"
     export_main([str(exported), str(two), "--sampler-steps", str(trained + 1)])
     after = load_checkpoint(two, kind="dit")
@@ -45,16 +48,34 @@ def test_an_export_can_change_its_default_sampler_steps_and_says_so(exported, tm
     assert after["revised"] == {"flow.sampler_steps": [trained, trained + 1]}
     assert after["train"] == before["train"] and after["compute"] == before["compute"] and after["step"] == before["step"]
     assert after["source"] == before["source"]  # provenance: the run, not the file re-exported
-    for k, v in before["model"].items():
-        assert torch.equal(after["model"][k], v), k
+    for part in ("model", "autoencoder"):
+        assert after[part].keys() == before[part].keys()
+        for k, v in before[part].items():
+            assert torch.equal(after[part][k], v), (part, k)
     sim = LearnedSimulator(str(two), device="cpu")
     assert sim.sampler.steps == trained + 1
+    again = export_safetensors(two, tmp_path / "again.safetensors")  # no change asked: the record stays
+    assert load_checkpoint(again, kind="dit")["revised"] == after["revised"]
     back = tmp_path / "back.safetensors"
     export_main([str(two), str(back), "--sampler-steps", str(trained)])
     assert load_checkpoint(back, kind="dit")["revised"] == {} and load_checkpoint(back, kind="dit")["config"] == before["config"]
-    with pytest.raises(SystemExit, match="sampler_steps"):
-        export_main([str(exported), str(tmp_path / "bad.safetensors"), "--sampler-steps", "0"])
-    assert not (tmp_path / "bad.safetensors").exists()
+    from safetensors import safe_open
+
+    with safe_open(str(back), framework="pt") as f:
+        assert "revised" not in json.loads(f.metadata()["worldsim"])  # going back leaves no record at all
+    direct = export_safetensors(tiny_world, tmp_path / "direct.safetensors", sampler_steps=trained + 2)  # from the run itself
+    assert load_checkpoint(direct, kind="dit")["revised"] == {"flow.sampler_steps": [trained, trained + 2]}
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(exported.read_bytes())
+    for value in ("0", "-1"):
+        with pytest.raises(SystemExit, match="sampler_steps must be a whole number"):
+            export_main([str(exported), str(bad), "--sampler-steps", value])
+    with pytest.raises(SystemExit):  # argparse's own refusal of a non-number
+        export_main([str(exported), str(bad), "--sampler-steps", "two"])
+    for value in (True, 0, 1.5):
+        with pytest.raises(ValueError, match="sampler_steps"):
+            export_safetensors(exported, bad, sampler_steps=value)
+    assert bad.read_bytes() == exported.read_bytes()  # a refused export leaves the file it would have replaced
 
 
 def test_a_broken_export_is_refused(exported, tmp_path):
@@ -148,6 +169,8 @@ def test_the_bundled_weights_are_the_reference_experiment():
         for field in set(wanted) - set(saved):
             assert key in added_since and wanted.pop(field) == getattr(added_since[key], field), (key, field)
         assert saved == wanted, key
+    flow_in_use = dict(recorded["stage_options"]["flow"], **{k.split(".")[1]: now for k, (_, now) in revised.items()})
+    assert world.config.flow.sampler_steps == flow_in_use["sampler_steps"] == experiment["flow"]["sampler_steps"]  # what users get
     for key in ("batch_size", "clip_frames", "max_flops"):
         assert recorded.get(key) == experiment[key], key
     assert recorded.get("count_cpu_attention", False) == experiment["count_cpu_attention"]  # files of before the key counted without

@@ -10,8 +10,11 @@ mismatch, naming the keys that differ.
 Everywhere a checkpoint is asked for, a run directory (its latest checkpoint) or a
 checkpoint file is accepted. An exported model (:func:`export_safetensors`, e.g. the
 bundled reference model) is a ``.safetensors`` file: the weights to use (EMA where
-the run kept them), half precision, and ``kind``, ``step`` and ``config`` as JSON in
-its metadata; it loads the same way, with no optimizer state.
+the run kept them), half precision, and as JSON in its metadata ``kind``, ``step``,
+``config`` (what loading builds, with any default changed since, such as
+``flow.sampler_steps``), ``source``, ``train`` and ``compute`` (the run's resolved
+training config, FLOPs and wall time) and ``revised`` (the defaults changed after
+training, ``key: [trained, now]``); it loads the same way, with no optimizer state.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None, ma
     if kind is not None and ckpt.get("kind") != kind:
         raise CheckpointError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
     ckpt["path"] = str(p)
+    ckpt.setdefault("revised", {})  # a run's own checkpoint: nothing changed after training
     return ckpt
 
 
@@ -168,9 +172,19 @@ def export_safetensors(
     """
     import copy
     import json
+    import operator
 
     from safetensors.torch import save_file
 
+    if sampler_steps is not None:
+        try:
+            if isinstance(sampler_steps, bool):
+                raise TypeError
+            sampler_steps = operator.index(sampler_steps)
+        except TypeError:
+            raise ValueError(f"sampler_steps must be a whole number >= 1, got {sampler_steps!r}") from None
+        if sampler_steps < 1:
+            raise ValueError(f"sampler_steps must be a whole number >= 1, got {sampler_steps!r}")
     ckpt = load_checkpoint(run, kind="dit")
     weights = ckpt["ema"] if ckpt.get("ema") else ckpt["model"]
     tensors = {}
@@ -184,10 +198,8 @@ def export_safetensors(
             tensors[f"{part}.{k}"] = v.contiguous()
     config, revised = copy.deepcopy(ckpt["config"]), dict(ckpt.get("revised") or {})
     if sampler_steps is not None:
-        if isinstance(sampler_steps, bool) or not isinstance(sampler_steps, int) or sampler_steps < 1:
-            raise ValueError(f"sampler_steps must be a whole number >= 1, got {sampler_steps!r}")
         flow = config.setdefault("flow", {})
-        trained = revised.get("flow.sampler_steps", [flow.get("sampler_steps", 4)])[0]
+        trained = revised.get("flow.sampler_steps", [flow.get("sampler_steps", 4)])[0]  # 4: FlowConfig's, for files older than the key
         flow["sampler_steps"] = sampler_steps
         revised.pop("flow.sampler_steps", None)
         if sampler_steps != trained:

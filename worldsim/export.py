@@ -1,9 +1,13 @@
 """Export a DiT run for use: ``python -m worldsim.export RUN OUT.safetensors [--dtype float16] [--sampler-steps N]``.
 
 Writes the weights a user needs (EMA where the run kept them, the text encoder and
-the frozen autoencoder), in half precision by default, with the run's config in the
-file's metadata: what ``worldsim/assets/reference.safetensors`` is, and what every
-``checkpoint=`` accepts.
+the frozen autoencoder), in half precision by default, with the run's config, its
+training config, FLOPs and wall time in the file's metadata: what
+``worldsim/assets/reference.safetensors`` is, and what every ``checkpoint=`` accepts.
+An exported file can be exported again, e.g. with ``--sampler-steps N`` to change the
+denoising steps its users get by default (a choice made after training: the weights
+stay as they are, and the file records the change as ``revised``). ``--dtype`` is the
+written precision whatever the input's (float16 unless told).
 """
 
 from __future__ import annotations

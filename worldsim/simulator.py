@@ -2,8 +2,8 @@
 
 ``reset`` takes context frames (from the physics twin, from an image, or none) and a
 prompt; ``step(actions)`` returns the next frame of every world in the batch. Each
-step denoises one new latent frame from noise with a few sampler steps (default 4,
-Euler) under block-causal attention: the keys and values of past frames sit in a
+step denoises one new latent frame from noise with a few sampler steps (the model's
+own, ``flow.sampler_steps``: 2 for the bundled model; Euler) under block-causal attention: the keys and values of past frames sit in a
 :class:`~worldsim.models.dit.KVCache` and are never recomputed, so a step costs the
 same after 10 frames as after 1,000 (the cache keeps a sliding window of the last
 ``window`` frames). The finished frame then enters the cache once, at a fixed small
@@ -40,7 +40,8 @@ class LearnedSimulator:
 
     Args:
       checkpoint: a DiT run directory or checkpoint file.
-      sampler: steps, method and guidance scales (default: the model's own steps, Euler, no guidance).
+      sampler: steps, method and guidance scales (default: the model's own steps, Euler, no guidance;
+        ``SamplerConfig(steps=None, ...)`` keeps the model's own steps beside other settings).
       window: latent frames the KV cache keeps (default: the history the model was
         trained with, clip_frames - 1, for models trained on the simulator's task; else 8).
       context_noise: noise level of frames in the cache (default: the sampler's).
