@@ -150,17 +150,20 @@ def test_the_bundled_weights_are_the_reference_experiment():
     if path is None:
         pytest.skip("this checkout ships no reference model (worldsim/assets/reference.safetensors)")
     world = load_world(path)  # strict: every tensor present, every shape as the config says
-    recorded = load_checkpoint(path, kind="dit")["train"]  # the resolved training config, kept by the export
+    ckpt = load_checkpoint(path, kind="dit")
+    recorded = ckpt["train"]  # the resolved training config, kept by the export
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         experiment = OmegaConf.to_container(compose(config_name="train", overrides=["experiment=reference"]), resolve=True)
     from worldsim.diffusion.flow import FlowConfig
     from worldsim.models.dit import DiTConfig
 
     added_since = {"model": DiTConfig(), "flow": FlowConfig()}  # fields newer than the file must sit at their defaults
-    revised = load_checkpoint(path, kind="dit")["revised"]  # defaults changed after training ("key": [trained, now])
+    revised = ckpt["revised"]  # defaults changed after training ("key": [trained, now])
     assert set(revised) <= {"flow.sampler_steps"}, revised  # none that changes what the weights are
+    in_use = {}
     for key in ("model", "ae", "text", "flow"):
         saved, wanted = dict(recorded["stage_options"][key]), dict(experiment[key])
+        in_use[key] = saved
         for name, (was, now) in revised.items():
             part, field = name.split(".")
             if part == key:
@@ -169,13 +172,12 @@ def test_the_bundled_weights_are_the_reference_experiment():
         for field in set(wanted) - set(saved):
             assert key in added_since and wanted.pop(field) == getattr(added_since[key], field), (key, field)
         assert saved == wanted, key
-    flow_in_use = dict(recorded["stage_options"]["flow"], **{k.split(".")[1]: now for k, (_, now) in revised.items()})
-    assert world.config.flow.sampler_steps == flow_in_use["sampler_steps"] == experiment["flow"]["sampler_steps"]  # what users get
+    assert world.config.flow.sampler_steps == in_use["flow"]["sampler_steps"] == experiment["flow"]["sampler_steps"]  # what users get
     for key in ("batch_size", "clip_frames", "max_flops"):
         assert recorded.get(key) == experiment[key], key
     assert recorded.get("count_cpu_attention", False) == experiment["count_cpu_attention"]  # files of before the key counted without
     assert recorded["optim"] == experiment["optim"]
-    flops = load_checkpoint(path, kind="dit")["compute"]["flops"]
+    flops = ckpt["compute"]["flops"]
     budget = float(experiment["export_at_flops"] or experiment["max_flops"])  # the checkpoint the experiment exports
     assert flops >= budget or world.step == experiment["max_steps"]  # trained to its budget
     if experiment["export_at_flops"] is not None:  # and it is the first kept checkpoint past it, not a later one

@@ -172,19 +172,14 @@ def export_safetensors(
     """
     import copy
     import json
-    import operator
+    import numbers
 
     from safetensors.torch import save_file
 
     if sampler_steps is not None:
-        try:
-            if isinstance(sampler_steps, bool):
-                raise TypeError
-            sampler_steps = operator.index(sampler_steps)
-        except TypeError:
-            raise ValueError(f"sampler_steps must be a whole number >= 1, got {sampler_steps!r}") from None
-        if sampler_steps < 1:
+        if isinstance(sampler_steps, bool) or not isinstance(sampler_steps, numbers.Integral) or sampler_steps < 1:
             raise ValueError(f"sampler_steps must be a whole number >= 1, got {sampler_steps!r}")
+        sampler_steps = int(sampler_steps)  # numpy integers too, as JSON holds them
     ckpt = load_checkpoint(run, kind="dit")
     weights = ckpt["ema"] if ckpt.get("ema") else ckpt["model"]
     tensors = {}
@@ -196,12 +191,11 @@ def export_safetensors(
                     raise ValueError(f"{part}.{k} holds values beyond float16's range; export with dtype=bfloat16 or float32")
                 v = v.to(dtype)
             tensors[f"{part}.{k}"] = v.contiguous()
-    config, revised = copy.deepcopy(ckpt["config"]), dict(ckpt.get("revised") or {})
+    config, revised = copy.deepcopy(ckpt["config"]), dict(ckpt["revised"])
     if sampler_steps is not None:
         flow = config.setdefault("flow", {})
-        trained = revised.get("flow.sampler_steps", [flow.get("sampler_steps", 4)])[0]  # 4: FlowConfig's, for files older than the key
+        trained = revised.pop("flow.sampler_steps", [flow.get("sampler_steps", 4)])[0]  # 4: FlowConfig's, for files older than the key
         flow["sampler_steps"] = sampler_steps
-        revised.pop("flow.sampler_steps", None)
         if sampler_steps != trained:
             revised["flow.sampler_steps"] = [trained, sampler_steps]
     meta = {"worldsim": json.dumps({
