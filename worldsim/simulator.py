@@ -275,8 +275,9 @@ class LearnedSimulator:
         tt = torch.full((b * st["branches"], 1), float(t), device=self.device)
         if self.use_cache:
             xs, ts, acts, anchors, anchored, levels = self._rep(x), tt, self._rep(act), None, None, None
+            bases = None
             if anchor is not None:
-                anchors, levels = self._rep(anchor), torch.full_like(tt, self.context_noise)
+                anchors, levels, bases = self._rep(anchor), torch.full_like(tt, self.context_noise), self._rep(st["last_latent"])
             pending, offset = st["pending"], st["frame"]
             if pending is not None:  # store the finished frame in this same call, before the new one
                 noisy, pact, offset = pending
@@ -286,24 +287,28 @@ class LearnedSimulator:
                     anchors = anchors.expand(-1, 2, -1, -1, -1)  # the stored frame is not anchored: what its row holds is not read
                     anchored = torch.tensor([False, True], device=self.device).expand(xs.shape[0], 2)
                     levels = torch.cat([levels, levels], 1)
+                    bases = bases.expand(-1, 2, -1, -1, -1)
                 st["pending"] = None
             v = self._call_dit(
                 xs, ts, acts, st["text"], causal=True, action_drop=self._action_drop(), cache=st["cache"], frame_offset=self._index(offset),
-                append=pending is not None, anchor=anchors, anchored=anchored, anchor_t=levels,
+                append=pending is not None, anchor=anchors, anchored=anchored, anchor_t=levels, anchor_base=bases,
             ).float()[:, -1:]
         else:  # recompute the window's frames every time
             past = st["history"]
             xs = torch.cat([p[0] for p in past] + [x], dim=1)
             acts = torch.cat([p[1] for p in past] + [act], dim=1)
             ts = torch.cat([torch.full((b, len(past)), self.context_noise, device=self.device), torch.full((b, 1), float(t), device=self.device)], 1)
-            anchors = anchored = None
+            anchors = anchored = bases = None
             if anchor is not None:  # only the new frame is anchored
                 anchors = self._rep(torch.cat([anchor.new_zeros(b, xs.shape[1] - 1, *anchor.shape[2:]), anchor], dim=1))
+                last = st["last_latent"]
+                bases = self._rep(torch.cat([last.new_zeros(b, xs.shape[1] - 1, *last.shape[2:]), last], dim=1))
                 anchored = torch.zeros(anchors.shape[:2], dtype=torch.bool, device=self.device)
                 anchored[:, -1] = True
             v = self._call_dit(
                 self._rep(xs), self._rep(ts), self._rep(acts), st["text"], causal=True, action_drop=self._action_drop(), frame_offset=self._index(st["frame"] - len(past)),
                 anchor=anchors, anchored=anchored, anchor_t=None if anchors is None else torch.full(anchored.shape, self.context_noise, device=self.device),
+                anchor_base=bases,
             ).float()[:, -1:]
         v = velocity_from(v, self._rep(x).float(), torch.full((v.shape[0], 1), float(t), device=self.device), self.prediction)
         if st["branches"] == 1:

@@ -177,8 +177,8 @@ def simulator_inputs(
     Args:
       history: (B, T-1, C, H, W) frames to use as history instead of ``x0[:, :-1]``
         (the model's own predictions, for unrolled training).
-    Returns the DiT's inputs (``x_t``, ``t``, ``anchor``, ``anchored``,
-    ``frame_index``, ``frame_mask``, ``causal``, the dropouts), the velocity
+    Returns the DiT's inputs (``x_t``, ``t``, ``anchor``, ``anchored``, ``anchor_t``,
+    ``anchor_base``, ``frame_index``, ``frame_mask``, ``causal``, the dropouts), the velocity
     ``target``, ``context`` (the history: out of the loss) and ``base`` (what a
     predicted difference is added to).
     """
@@ -212,6 +212,7 @@ def simulator_inputs(
         "anchor": torch.cat([torch.zeros_like(stack_history(hist, anchor_frames)), stack_history(hist, anchor_frames)], 1) if anchor else None,
         "anchored": is_target[None].expand(b, -1) if anchor else None,
         "anchor_t": torch.cat([torch.zeros_like(tau), tau], 1) if anchor else None,  # target k's anchor is history k - 1, at its level
+        "anchor_base": torch.cat([torch.zeros_like(base), base], 1) if anchor else None,  # what each target's difference is from (clean)
         "base": base,
         "frame_index": frame_index,
         "frame_mask": frame_mask,

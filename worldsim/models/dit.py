@@ -66,6 +66,12 @@ class DiTConfig:
     # level (0: none). It sees the DiT's output, the frame's input and its anchor frames,
     # so the local, translation-shaped part of motion need not pass through patch tokens.
     pixel_head: int = 0
+    # Anchored frames as their anchor *moved*: the DiT also outputs a flow (2 channels a latent
+    # pixel, in latent pixels: how far the content at each place came), and an anchored frame is
+    # its anchor resampled along that flow, plus the residual it outputs. A ball moving by v is
+    # then a flow that is v over its neighbourhood, smooth and low-rank where the residual of a
+    # moved ball is two sharp crescents; a zero output is still a copy (see the module docstring).
+    warp: bool = False
     # nn.GELU's approximate of the MLPs: none (the exact, erf GELU: 4-8x faster than tanh in
     # bf16 on CPUs, forward and backward) | tanh (checkpoints that do not record it were trained with it)
     gelu_approximate: str = "tanh"
@@ -81,6 +87,8 @@ class DiTConfig:
             raise ValueError(f"model.anchor_frames must be at least 1, got {self.anchor_frames}")
         if self.noise_input not in ("plain", "signal"):
             raise ValueError(f"model.noise_input must be plain or signal, got {self.noise_input!r}")
+        if self.warp and (not self.anchor or self.pixel_head):
+            raise ValueError("model.warp moves an anchored frame's anchor: it needs model.anchor=true and model.pixel_head=0")
         if self.gelu_approximate not in ("none", "tanh"):
             raise ValueError(f"model.gelu_approximate must be none (exact GELU) or tanh, got {self.gelu_approximate!r}")
 
@@ -122,6 +130,19 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 # -- caching ------------------------------------------------------------------------------------------
+def warp(frames: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``frames`` (B, T, C, H, W) resampled along ``flow`` (B, T, 2, H, W), in fp32: the
+    value at pixel p is the frame's at p - flow(p) (bilinear, edges repeated), so content
+    moves by the flow; channel 0 is the column (x) displacement, 1 the row (y), in pixels."""
+    b, t, c, h, w = frames.shape
+    f = rearrange(flow.float(), "b t k h w -> (b t) h w k")
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
+    grid = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], -1)  # (H, W, 2) pixel centres, align_corners=False
+    grid = grid - f * torch.tensor([2 / w, 2 / h], device=flow.device)
+    out = F.grid_sample(rearrange(frames.float(), "b t c h w -> (b t) c h w"), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return rearrange(out, "(b t) c h w -> b t c h w", b=b)
+
+
 class KVCache:
     """Keys and values of past frames, per block, for block-causal stepping: a ring of
     ``window`` frame slots in buffers allocated once, written in place.
@@ -348,7 +369,8 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.final = nn.Linear(d, self.patch_dim)
+        flow_dim = 2 * pt * ph * pw if config.warp else 0  # (dx, dy) a latent pixel
+        self.final = nn.Linear(d, self.patch_dim + flow_dim)
         if config.pixel_head:
             c, w = config.latent_channels, config.pixel_head
             inputs = c * (2 + (config.anchor_frames if config.anchor else 0))
@@ -467,6 +489,7 @@ class DiT(nn.Module):
         anchor: torch.Tensor | None = None,  # (B, T, m*C, H, W) each anchored frame's last m frames, newest (its base) first
         anchored: torch.Tensor | None = None,  # (B, T) bool: which frames are anchored (default: all, if anchor is given)
         anchor_t: torch.Tensor | None = None,  # (B, T) the noise level each anchor frame was given (default 0)
+        anchor_base: torch.Tensor | None = None,  # (B, T, C, H, W) with model.warp, the clean frame each difference is from (default: the newest anchor frame)
         frame_index: torch.Tensor | None = None,  # (T,) time index of each frame (default: frame_offset + 0, 1, ...)
         frame_mask: torch.Tensor | None = None,  # (T, T) bool: frame i attends to frame j (default: from causal)
     ) -> torch.Tensor:
@@ -536,7 +559,12 @@ class DiT(nn.Module):
             cache.advance()
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
-        out = self.unpatchify(out, h, w)  # (B, T, C, H, W)
+        out = self.unpatchify(out, h, w)  # (B, T, C (+2 with warp), H, W)
+        if self.config.warp:
+            base = a[:, :, :c] if anchor_base is None else anchor_base.to(dev)  # the frame an anchored difference is taken from
+            moved = warp(base, out[:, :, c:]) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
+            res = out[:, :, :c]
+            out = torch.where(flag[:, :, None, None, None], res + moved.to(res.dtype), res)
         if self.config.pixel_head:
             parts = [out, x.to(out.dtype)]  # x: the frame's (scaled) input
             if self.config.anchor:

@@ -40,6 +40,8 @@ class DiTStage:
         self.dit_config = typed(DiTConfig, model, "model")
         self.flow = options.flow
         self.target = "target" if self.flow.prediction == "velocity" else "target_sample"
+        if self.dit_config.warp and self.flow.prediction != "sample":
+            raise ValueError("model.warp predicts an anchored frame as its anchor moved: it needs flow.prediction=sample (the clean difference)")
         if self.flow.simulator_share > 0 and self.dit_config.patch[0] != 1:
             raise ValueError(f"flow.simulator_share > 0 trains frame by frame: it needs model.patch[0] = 1, got {self.dit_config.patch}")
         tf = self.ae.temporal_factor
@@ -130,7 +132,8 @@ class DiTStage:
             idx = inp["frame_index"]  # (2(T'-1),) the clip frame of each frame of the sequence
             v = module(
                 inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, text_drop=inp["text_drop"], action_drop=inp["action_drop"],
-                anchor=inp["anchor"], anchored=inp["anchored"], anchor_t=inp["anchor_t"], frame_index=idx, frame_mask=inp["frame_mask"],
+                anchor=inp["anchor"], anchored=inp["anchored"], anchor_t=inp["anchor_t"], anchor_base=inp["anchor_base"], frame_index=idx,
+                frame_mask=inp["frame_mask"],
             )
             loss = flow_loss(v, inp[self.target], inp["context"], None if weight is None else weight[:, idx])
             return loss, {"simulator": 1.0, "causal": 1.0}
@@ -163,7 +166,7 @@ class DiTStage:
                 t = torch.cat([tau, t_now], 1)
                 v = module(
                     torch.cat([hist, y], 1), t, acts[:, idx], captions, causal=True, anchor=inp["anchor"], anchored=inp["anchored"],
-                    anchor_t=inp["anchor_t"], frame_index=idx, frame_mask=inp["frame_mask"],
+                    anchor_t=inp["anchor_t"], anchor_base=inp["anchor_base"], frame_index=idx, frame_mask=inp["frame_mask"],
                 )
                 y = y + (grid[i + 1] - grid[i]) * velocity_from(v[:, n:].float(), y, t_now, self.flow.prediction)
             pred = inp["base"] + y  # (B, n, C, h, w) frames 1 .. T'-1
