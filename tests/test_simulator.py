@@ -69,9 +69,11 @@ def test_a_step_calls_the_dit_once_per_sampler_step(tiny_world):
     assert frames == [1, 1] + [2, 1] * 3
 
 
-def test_anchored_stepping_matches_recomputation(tmp_path):
+@pytest.mark.parametrize("warp", [False, True])
+def test_anchored_stepping_matches_recomputation(tmp_path, warp):
     """An anchored model (the last two frames through its anchor embedding, the sample
-    predicted) steps the same with the cache as without it."""
+    predicted; with warp, the last frame moved along its flow) steps the same with the
+    cache as without it."""
     from worldsim.diffusion.flow import FlowConfig
     from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig
     from worldsim.models.dit import DiTConfig
@@ -79,16 +81,23 @@ def test_anchored_stepping_matches_recomputation(tmp_path):
     from worldsim.models.world import WorldModel, save_world
 
     torch.manual_seed(0)
-    world = WorldModel(DiTConfig(dim=32, depth=2, heads=2, patch=[1, 8, 8], latent_channels=3, text_dim=16, anchor=True, anchor_frames=2),
+    world = WorldModel(DiTConfig(dim=32, depth=2, heads=2, patch=[1, 8, 8], latent_channels=3, text_dim=16, anchor=True, anchor_frames=2,
+                                 warp=warp),
                        TextConfig(dim=16, depth=1, heads=2))
     for q in world.parameters():
         if q.abs().sum() == 0:
             torch.nn.init.normal_(q, std=0.05)
     path = save_world(str(tmp_path / "w.pt"), world, Autoencoder(AutoencoderConfig(identity=True)), resolution=(32, 32), fps=20,
                       flow=FlowConfig(prediction="sample", simulator_share=1.0), clip_frames=4)
-    cached = rollout(LearnedSimulator(path, window=3, precision="fp32"), steps=7)
-    full = rollout(LearnedSimulator(path, window=3, precision="fp32", use_cache=False), steps=7)
+    sims = [LearnedSimulator(path, window=3, precision="fp32", use_cache=c) for c in (True, False)]
+    bases = []
+    for sim in sims:  # what each anchored call moves: the clean last frame, not the noisy one the anchor embedding sees
+        inner = sim._dit
+        sim._dit = lambda *a, _inner=inner, _sim=sim, **k: (bases.append(torch.equal(k["anchor_base"][:, -1:], _sim._rep(_sim._state["last_latent"])))
+                                                             if k.get("anchor") is not None else None, _inner(*a, **k))[1]
+    cached, full = (rollout(sim, steps=7) for sim in sims)
     assert np.abs(cached.astype(int) - full).max() <= 1
+    assert len(bases) >= 2 * 7 and all(bases)
     assert LearnedSimulator(path).window == 3  # the history it was trained with: clip_frames - 1
 
 

@@ -265,3 +265,16 @@ def test_unroll_steps_must_be_positive():
 
     with pytest.raises(ValueError, match="flow.unroll_steps"):
         FlowConfig(unroll_steps=0)
+
+
+def test_warp_is_refused_unless_the_clean_difference_is_predicted():
+    from types import SimpleNamespace
+
+    from worldsim.training.dit import DiTStage
+    from worldsim.training.stages import DiTStageConfig
+
+    cfg = SimpleNamespace(clip_frames=4, resolution=None)
+    model = {"dim": 32, "depth": 1, "heads": 2, "patch": [1, 8, 8], "anchor": True, "warp": True}
+    with pytest.raises(ValueError, match="flow.prediction=sample"):
+        DiTStage(cfg, DiTStageConfig.from_options({"model": model, "flow": {"prediction": "velocity"}}))
+    assert DiTStage(cfg, DiTStageConfig.from_options({"model": model, "flow": {"prediction": "sample"}})).dit_config.warp

@@ -7,7 +7,7 @@ import torch
 
 from worldsim.diffusion.flow import FlowConfig, context_masks, flow_loss, training_inputs
 from worldsim.diffusion.sampling import SamplerConfig, guided, sample, time_grid
-from worldsim.models.dit import DiT, DiTConfig, KVCache
+from worldsim.models.dit import DiT, DiTConfig, KVCache, warp
 from worldsim.models.text import TextConfig, TextEncoder, Tokenizer
 from worldsim.models.world import WorldModel
 
@@ -84,6 +84,41 @@ def test_a_frame_not_anchored_ignores_its_anchor_rows_and_gets_the_bias(pixel_he
             e = dit.anchor_embed(torch.zeros(3, dit.anchor_embed.in_features))
     assert torch.equal(outs[0], outs[1])
     assert torch.equal(e, dit.anchor_embed.bias.to(torch.bfloat16).expand_as(e))
+
+
+def test_warp_moves_content_along_the_flow_and_zero_flow_is_the_identity():
+    x = torch.rand(2, 3, 4, 8, 8)
+    torch.testing.assert_close(warp(x, torch.zeros(2, 3, 2, 8, 8)), x)
+    dot = torch.zeros(1, 1, 1, 8, 8)
+    dot[..., 2, 3] = 1.0
+    flow = torch.zeros(1, 1, 2, 8, 8)
+    flow[:, :, 0], flow[:, :, 1] = 2.0, 1.0  # two columns right, one row down
+    moved = warp(dot, flow)[0, 0, 0]
+    assert moved[3, 5] == pytest.approx(1.0) and moved.sum() == pytest.approx(1.0)
+    half = warp(dot, flow * 0.5)[0, 0, 0]  # between pixels: bilinear, nothing lost
+    assert half.sum() == pytest.approx(1.0) and half.max() < 1.0
+
+
+def test_a_warp_model_starts_as_a_copy_and_moves_its_anchor_by_its_flow():
+    dit = model(anchor=True, anchor_frames=2, warp=True, zero_init=True)
+    assert dit.final.out_features == 2 * 2 * (4 + 2)  # a patch's pixels, each with its residual and (dx, dy)
+    x, t, a = torch.randn(1, 2, 4, 8, 8), torch.rand(1, 2), torch.randn(1, 2, 2)
+    anchor, base = torch.randn(1, 2, 8, 8, 8), torch.randn(1, 2, 4, 8, 8)
+    anchored = torch.tensor([[False, True]])
+    with torch.no_grad():
+        out = dit(x, t, a, text(), causal=True, anchor=anchor, anchored=anchored, anchor_base=base)
+        assert out.abs().max() < 1e-5  # zero output, zero flow: a copy of the anchor
+        bias = dit.final.bias.view(-1, 6)  # (pixels of a patch, residual channels + flow)
+        bias[:, 4] = 1.0  # every pixel's content comes one column from the left
+        out = dit(x, t, a, text(), causal=True, anchor=anchor, anchored=anchored, anchor_base=base)
+        default = dit(x, t, a, text(), causal=True, anchor=anchor, anchored=anchored)
+    torch.testing.assert_close(out[:, 1, :, :, 1:], base[:, 1, :, :, :-1] - base[:, 1, :, :, 1:])  # the base moved, as a difference
+    assert out[:, 0].abs().max() == 0  # a frame not anchored: its residual (zero), no flow
+    torch.testing.assert_close(default[:, 1, :, :, 1:], anchor[:, 1, :4, :, :-1] - anchor[:, 1, :4, :, 1:])  # base: the newest anchor frame
+    with pytest.raises(ValueError, match="model.warp"):
+        DiTConfig(warp=True)
+    with pytest.raises(ValueError, match="model.warp"):
+        DiTConfig(warp=True, anchor=True, pixel_head=8)
 
 
 def test_the_mlp_gelu_is_recorded_and_old_configs_keep_tanh():

@@ -59,6 +59,9 @@ class FlowConfig:
     prediction: str = "velocity"  # what the network outputs: velocity (eps - x0) | sample (x0; a difference when anchored)
     simulator_share: float = 0.0  # steps spent on it (the rest: the Sora modes above)
     object_weight: float = 1.0  # loss weight of latent pixels an object covers (in the frame or the one before)
+    # With model.warp: weight of a loss on the DiT's flow where objects are, against each object's
+    # motion from the segmentation (its centroid's shift since the frame before, in latent pixels)
+    motion_weight: float = 0.0
     unroll: int = 0  # passes in which the history becomes the model's own predictions (no gradient)
     unroll_steps: int | None = None  # Euler steps each of those predictions takes (null: sampler_steps, the rollout's own)
     unroll_fraction: float = 0.5  # clips of a simulator step whose history is the model's own (with unroll > 0)
@@ -75,6 +78,8 @@ class FlowConfig:
                 raise ValueError(f"flow.{key} must be in [0, 1], got {getattr(self, key)}")
         if self.object_weight < 1.0:
             raise ValueError(f"flow.object_weight must be >= 1 (1: no weighting), got {self.object_weight}")
+        if self.motion_weight < 0.0:
+            raise ValueError(f"flow.motion_weight must be >= 0 (0: none), got {self.motion_weight}")
         if self.unroll < 0:
             raise ValueError(f"flow.unroll must be >= 0, got {self.unroll}")
         if self.unroll_steps is not None and self.unroll_steps < 1:
@@ -252,6 +257,38 @@ def object_weights(objects: torch.Tensor, latent_hw: tuple[int, int], weight: fl
     m = F.adaptive_max_pool2d(rearrange(m, "b t h w -> (b t) 1 h w"), latent_hw)  # (B*T, 1, h, w)
     m = rearrange(m, "(b t) 1 h w -> b t 1 h w", b=b)
     return 1.0 + (weight - 1.0) * m
+
+
+def object_motion(segmentation: torch.Tensor, latent_hw: tuple[int, int], max_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every object's motion as a flow field, from instance ids (B, T, H, W) (1 .. ``max_id``
+    objects, 0 and larger ids not): (flow (B, T, 2, h, w) in latent pixels, (dx, dy); where
+    (B, T, 1, h, w) bool). At each pixel of object o in frame t, o's centroid in t minus its
+    centroid in t - 1; defined where o covers the pixel and shows in both frames (frame 0: nowhere)."""
+    b, t, hh, ww = segmentation.shape
+    h, w = latent_hw
+    ids = torch.arange(1, max_id + 1, device=segmentation.device)
+    onehot = (segmentation[:, :, None] == ids[:, None, None]).float()  # (B, T, K, H, W)
+    ys = (torch.arange(hh, device=segmentation.device, dtype=torch.float32) + 0.5) * (h / hh)  # latent pixel coordinates
+    xs = (torch.arange(ww, device=segmentation.device, dtype=torch.float32) + 0.5) * (w / ww)
+    count = onehot.sum((-2, -1))  # (B, T, K)
+    cx = (onehot * xs).sum((-2, -1)) / count.clamp_min(1)
+    cy = (onehot * ys[:, None]).sum((-2, -1)) / count.clamp_min(1)
+    shown = count >= 1
+    ok = shown[:, 1:] & shown[:, :-1]  # (B, T-1, K) in both frames
+    d = torch.stack([cx[:, 1:] - cx[:, :-1], cy[:, 1:] - cy[:, :-1]], -1) * ok[..., None]  # (B, T-1, K, 2)
+    d = torch.cat([torch.zeros_like(d[:, :1]), d], 1)  # (B, T, K, 2)
+    ok = torch.cat([torch.zeros_like(ok[:, :1]), ok], 1)  # (B, T, K)
+    small = F.adaptive_avg_pool2d(rearrange(onehot, "b t k hh ww -> (b t) k hh ww"), (h, w))  # share of each latent pixel an object covers
+    small = rearrange(small, "(b t) k h w -> b t k h w", b=b) > 0.5  # (B, T, K, h, w)
+    cover = small & ok[..., None, None]
+    flow = torch.einsum("btkhw,btkc->btchw", cover.float(), d)
+    return flow, cover.any(2, keepdim=True)
+
+
+def motion_loss(flow: torch.Tensor, truth: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Mean squared error (latent pixels squared) of a flow (B, T, 2, h, w) against ``truth`` where ``where``."""
+    m = where.float()
+    return ((flow.float() - truth).square() * m).sum() / (2 * m.sum()).clamp_min(1.0)
 
 
 def flow_loss(v_pred: torch.Tensor, target: torch.Tensor, context: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -492,7 +492,8 @@ class DiT(nn.Module):
         anchor_base: torch.Tensor | None = None,  # (B, T, C, H, W) with model.warp, the clean frame each difference is from (default: the newest anchor frame)
         frame_index: torch.Tensor | None = None,  # (T,) time index of each frame (default: frame_offset + 0, 1, ...)
         frame_mask: torch.Tensor | None = None,  # (T, T) bool: frame i attends to frame j (default: from causal)
-    ) -> torch.Tensor:
+        return_flow: bool = False,  # with model.warp: also return the flow (B, T, 2, H, W) it output (for a loss on it)
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         b, frames, c, h, w = x.shape
         dev = x.device
         if c != self.config.latent_channels:
@@ -560,16 +561,24 @@ class DiT(nn.Module):
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
         out = self.unpatchify(out, h, w)  # (B, T, C (+2 with warp), H, W)
+        if return_flow and not self.config.warp:
+            raise ValueError("return_flow: this DiT outputs no flow (model.warp=false)")
         if self.config.warp:
-            base = a[:, :, :c] if anchor_base is None else anchor_base.to(dev)  # the frame an anchored difference is taken from
-            moved = warp(base, out[:, :, c:]) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
+            flow = out[:, :, c:]
             res = out[:, :, :c]
-            out = torch.where(flag[:, :, None, None, None], res + moved.to(res.dtype), res)
+            if anchor is None:  # nothing anchored: the residual alone (the final layer, flow rows and all, is one parameter)
+                out = res
+            else:
+                base = a[:, :, :c] if anchor_base is None else anchor_base.to(dev)  # the frame an anchored difference is taken from
+                moved = warp(base, out[:, :, c:]) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
+                out = torch.where(flag[:, :, None, None, None], res + moved.to(res.dtype), res)
         if self.config.pixel_head:
             parts = [out, x.to(out.dtype)]  # x: the frame's (scaled) input
             if self.config.anchor:
                 parts.append(torch.where(flag[:, :, None, None, None], a, 0.0).to(out.dtype))  # its anchor frames (zeros where not anchored)
             feats = rearrange(torch.cat(parts, dim=2), "b t c h w -> (b t) c h w")
             out = out + rearrange(self.pixel_head(feats), "(b t) c h w -> b t c h w", b=b)  # (B, T, C, H, W)
+        if return_flow:
+            return out.to(x.dtype), flow
         return out.to(x.dtype)  # (B, T, C, H, W)
 

@@ -14,7 +14,7 @@ from torch import nn
 from worldsim.checkpoint import require_same
 from worldsim.config import typed
 from worldsim.data.latents import build_latent_cache
-from worldsim.diffusion.flow import flow_loss, object_weights, simulator_inputs, training_inputs, velocity_from
+from worldsim.diffusion.flow import flow_loss, motion_loss, object_motion, object_weights, simulator_inputs, training_inputs, velocity_from
 from worldsim.diffusion.sampling import SamplerConfig, sample, time_grid
 from worldsim.frames import to_uint8
 from worldsim.models.autoencoder import load_autoencoder
@@ -42,9 +42,13 @@ class DiTStage:
         self.target = "target" if self.flow.prediction == "velocity" else "target_sample"
         if self.dit_config.warp and self.flow.prediction != "sample":
             raise ValueError("model.warp predicts an anchored frame as its anchor moved: it needs flow.prediction=sample (the clean difference)")
+        if self.flow.motion_weight > 0 and not self.dit_config.warp:
+            raise ValueError("flow.motion_weight trains the flow of model.warp: set model.warp=true (or flow.motion_weight=0)")
         if self.flow.simulator_share > 0 and self.dit_config.patch[0] != 1:
             raise ValueError(f"flow.simulator_share > 0 trains frame by frame: it needs model.patch[0] = 1, got {self.dit_config.patch}")
         tf = self.ae.temporal_factor
+        if self.flow.motion_weight > 0 and tf != 1:
+            raise ValueError(f"flow.motion_weight needs an autoencoder of temporal factor 1 (a latent frame per frame), got {tf}")
         if (cfg.clip_frames - 1) % tf:
             raise ValueError(f"clip_frames must be 1 + {tf}n for an autoencoder of temporal factor {tf}, got {cfg.clip_frames}")
         self.clip_frames = cfg.clip_frames
@@ -130,13 +134,23 @@ class DiTStage:
             history = self.own_history(module, x0, acts, captions, gen) if self.flow.unroll else None
             inp = simulator_inputs(x0, self.flow, gen, anchor=self.dit_config.anchor, history=history, anchor_frames=self.dit_config.anchor_frames)
             idx = inp["frame_index"]  # (2(T'-1),) the clip frame of each frame of the sequence
+            motion = self.flow.motion_weight > 0
             v = module(
                 inp["x_t"], inp["t"], acts[:, idx], captions, causal=True, text_drop=inp["text_drop"], action_drop=inp["action_drop"],
                 anchor=inp["anchor"], anchored=inp["anchored"], anchor_t=inp["anchor_t"], anchor_base=inp["anchor_base"], frame_index=idx,
-                frame_mask=inp["frame_mask"],
+                frame_mask=inp["frame_mask"], **({"return_flow": True} if motion else {}),
             )
+            v, flow = v if motion else (v, None)
             loss = flow_loss(v, inp[self.target], inp["context"], None if weight is None else weight[:, idx])
-            return loss, {"simulator": 1.0, "causal": 1.0}
+            logs = {"simulator": 1.0, "causal": 1.0}
+            if motion:  # the flow where objects are, against how they moved (target frames only: their anchors are the frames before)
+                seg = torch.where(batch["objects"], batch["segmentation"], 0).to(x0.device)  # objects only (fixtures and background: 0)
+                truth, where = object_motion(seg, tuple(x0.shape[-2:]), max(int(seg.max()), 1))
+                where = where[:, idx] & (~inp["context"])[:, :, None, None, None]
+                aux = motion_loss(flow, truth[:, idx], where)
+                loss = loss + self.flow.motion_weight * aux
+                logs["motion_loss"] = float(aux.detach())
+            return loss, logs
         inp = training_inputs(x0, self.flow, gen)
         v = module(inp["x_t"], inp["t"], acts, captions, causal=inp["causal"], text_drop=inp["text_drop"], action_drop=inp["action_drop"])
         loss = flow_loss(v, inp[self.target], inp["context"], weight)
