@@ -27,6 +27,15 @@ before it changed, so motion is local arithmetic rather than something attention
 first learn to find. Frames that are not anchored (the Sora modes, the cached history)
 are plain latents.
 
+Warping (``warp: true``, with anchoring): the DiT also outputs a flow, two channels a
+latent pixel, and an anchored frame's difference is its base frame (the clean last
+frame, ``anchor_base``) resampled along that flow (:func:`warp`, bilinear) minus the
+base, plus the residual it outputs; a zero output is still a copy. A ball that moves by
+v is then a flow equal to v around it, smooth, where as a plain difference it is two
+sharp crescents. Trained by the diffusion loss alone the flow hardly moves (the loss
+sees it only through the image's edges); ``flow.motion_weight`` adds a loss on it where
+objects are, against their motion read from the segmentation (docs/RECIPE.md, round 14).
+
 Shapes: B batch, T latent frames, C latent channels, H x W latent size, N = (H/ph)(W/pw)
 tokens per frame, D model width, L text tokens.
 """
