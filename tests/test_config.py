@@ -41,3 +41,13 @@ def test_every_primary_config_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in primaries:
             assert compose(name, overrides=["out=/tmp/x"]) is not None
+
+
+def test_a_sweep_folder_name_too_long_for_a_file_system_is_shortened_the_same_way_each_time():
+    from worldsim.config import path_safe
+
+    assert path_safe("data=/a/b,seed=1") == "data=%2Fa%2Fb,seed=1"
+    long = ",".join(f"model.key{i}=/some/path/{i}" for i in range(20))
+    name = path_safe(long)
+    assert len(name.encode()) <= 255 and "/" not in name and name == path_safe(long)
+    assert name.startswith("model.key0=%2Fsome") and name != path_safe(long + "x")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import typing
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,20 @@ from typing import Any
 from omegaconf import OmegaConf
 
 
+MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
+
+
 def path_safe(text: str) -> str:
     """One folder name from a string that may hold paths (``/`` as ``%2F``): a sweep's run
-    folder is named by its overrides, and ``data=/a/b`` must not nest folders in it."""
-    return str(text).replace("/", "%2F")
+    folder is named by its overrides, and ``data=/a/b`` must not nest folders in it. A name
+    too long for a file system keeps its first 230 bytes and ends in a hash of the whole,
+    so the same overrides still name the same folder (a re-launched sweep resumes)."""
+    name = str(text).replace("/", "%2F")
+    raw = name.encode()
+    if len(raw) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return f"{raw[:230].decode(errors='ignore')}...{digest}"
 
 
 # conf/train.yaml's hydra.sweep.subdir: ${path_safe:${hydra.job.override_dirname}}
