@@ -87,6 +87,10 @@ def test_anchored_stepping_matches_recomputation(tmp_path, warp):
     for q in world.parameters():
         if q.abs().sum() == 0:
             torch.nn.init.normal_(q, std=0.05)
+    if warp:  # flows of about a pixel: random flows of several make the rollout chaotic, so rounding alone would part the two
+        with torch.no_grad():
+            world.dit.final.weight.view(-1, 3 + 2, 32)[:, 3:] *= 0.1
+            world.dit.final.bias.view(-1, 3 + 2)[:, 3:] *= 0.1
     path = save_world(str(tmp_path / "w.pt"), world, Autoencoder(AutoencoderConfig(identity=True)), resolution=(32, 32), fps=20,
                       flow=FlowConfig(prediction="sample", simulator_share=1.0), clip_frames=4)
     sims = [LearnedSimulator(path, window=3, precision="fp32", use_cache=c) for c in (True, False)]

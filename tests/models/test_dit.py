@@ -109,12 +109,17 @@ def test_a_warp_model_starts_as_a_copy_and_moves_its_anchor_by_its_flow():
         out = dit(x, t, a, text(), causal=True, anchor=anchor, anchored=anchored, anchor_base=base)
         assert out.abs().max() < 1e-5  # zero output, zero flow: a copy of the anchor
         bias = dit.final.bias.view(-1, 6)  # (pixels of a patch, residual channels + flow)
-        bias[:, 4] = 1.0  # every pixel's content comes one column from the left
+        bias[:, 4] = 0.5  # every pixel's content comes one column (half a patch) from the left
         out = dit(x, t, a, text(), causal=True, anchor=anchor, anchored=anchored, anchor_base=base)
         default = dit(x, t, a, text(), causal=True, anchor=anchor, anchored=anchored)
     torch.testing.assert_close(out[:, 1, :, :, 1:], base[:, 1, :, :, :-1] - base[:, 1, :, :, 1:])  # the base moved, as a difference
     assert out[:, 0].abs().max() == 0  # a frame not anchored: its residual (zero), no flow
     torch.testing.assert_close(default[:, 1, :, :, 1:], anchor[:, 1, :4, :, :-1] - anchor[:, 1, :4, :, 1:])  # base: the newest anchor frame
+    with torch.no_grad():
+        _, flow = dit(x, t, a, text(), causal=True, anchor=anchor, anchored=anchored, return_flow=True)
+    assert flow.shape == (1, 2, 2, 8, 8) and torch.all(flow[:, :, 0] == 1.0)
+    with pytest.raises(ValueError, match="return_flow"):
+        model()(x, t, a, text(), causal=True, return_flow=True)
     with pytest.raises(ValueError, match="model.warp"):
         DiTConfig(warp=True)
     with pytest.raises(ValueError, match="model.warp"):

@@ -573,13 +573,15 @@ class DiT(nn.Module):
         if return_flow and not self.config.warp:
             raise ValueError("return_flow: this DiT outputs no flow (model.warp=false)")
         if self.config.warp:
-            flow = out[:, :, c:]
+            # the flow is output in patch widths (a token's size), so that its scale is the residual's
+            # (a ball's motion is half a patch); in latent pixels from here on
+            flow = out[:, :, c:] * torch.tensor([pw, ph], dtype=out.dtype, device=dev)[:, None, None]
             res = out[:, :, :c]
             if anchor is None:  # nothing anchored: the residual alone (the final layer, flow rows and all, is one parameter)
                 out = res
             else:
                 base = a[:, :, :c] if anchor_base is None else anchor_base.to(dev)  # the frame an anchored difference is taken from
-                moved = warp(base, out[:, :, c:]) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
+                moved = warp(base, flow) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
                 out = torch.where(flag[:, :, None, None, None], res + moved.to(res.dtype), res)
         if self.config.pixel_head:
             parts = [out, x.to(out.dtype)]  # x: the frame's (scaled) input
