@@ -10,7 +10,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-
 MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
 
 
