@@ -282,18 +282,25 @@ def test_warp_is_refused_unless_the_clean_difference_is_predicted():
         DiTStage(cfg, DiTStageConfig.from_options({"model": {**model, "warp": False}, "flow": {"prediction": "sample", "motion_weight": 0.1}}))
 
 
-def test_object_motion_is_each_objects_centroid_shift_where_it_is():
+def test_object_motion_is_each_objects_centroid_shift_where_it_is_and_was():
     from worldsim.diffusion.flow import FlowConfig, motion_loss, object_motion
+    from worldsim.models.dit import warp
 
     seg = torch.zeros(1, 3, 16, 16, dtype=torch.long)
     seg[0, 0, 2:6, 2:6] = 1
     seg[0, 1:, 3:7, 4:8] = 1  # moved 2 right, 1 down, then still
     seg[0, 1, 10:12, 10:12] = 2  # appears: no motion known
     flow, where = object_motion(seg, (16, 16), 2)
-    assert flow[0, 1, :, 4, 5].tolist() == [2.0, 1.0] and int(where[0, 1].sum()) == 16
+    # its 16 pixels now and the 10 it left (covered before, by nothing now)
+    assert flow[0, 1, :, 4, 5].tolist() == [2.0, 1.0] and int(where[0, 1].sum()) == 26
+    assert flow[0, 1, :, 2, 2].tolist() == [2.0, 1.0] and bool(where[0, 1, 0, 2, 2])  # a pixel it left
     assert not where[0, 0].any() and flow[0, 2].abs().max() == 0 and not where[0, 1, 0, 10, 10]
+    # the last frame warped along it is the next: the object moves and leaves no copy behind
+    square = (seg[:, :, None] == 1).float()  # (1, 3, 1, 16, 16)
+    for mode in ("bicubic", "bilinear"):
+        assert torch.allclose(warp(square[:, :1], flow[:, 1:2], mode), square[:, 1:2], atol=1e-5)
     half, where_half = object_motion(seg, (8, 8), 2)  # in latent pixels of an f2 latent
-    assert half[0, 1, :, 2, 2].tolist() == [1.0, 0.5] and int(where_half[0, 1].sum()) == 2
+    assert half[0, 1, :, 2, 2].tolist() == [1.0, 0.5] and int(where_half[0, 1].sum()) == 2 + 3
     assert float(motion_loss(flow, flow, where)) == 0.0 and float(motion_loss(flow + 1, flow, where)) == 1.0
     with pytest.raises(ValueError, match="flow.motion_weight"):
         FlowConfig(motion_weight=-1.0)

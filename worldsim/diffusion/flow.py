@@ -59,7 +59,7 @@ class FlowConfig:
     prediction: str = "velocity"  # what the network outputs: velocity (eps - x0) | sample (x0; a difference when anchored)
     simulator_share: float = 0.0  # steps spent on it (the rest: the Sora modes above)
     object_weight: float = 1.0  # loss weight of latent pixels an object covers (in the frame or the one before)
-    # With model.warp: weight of a loss on the DiT's flow where objects are, against each object's
+    # With model.warp: weight of a loss on the DiT's flow where objects are and were, against each object's
     # motion from the segmentation (its centroid's shift since the frame before, in latent pixels)
     motion_weight: float = 0.0
     unroll: int = 0  # passes in which the history becomes the model's own predictions (no gradient)
@@ -262,8 +262,17 @@ def object_weights(objects: torch.Tensor, latent_hw: tuple[int, int], weight: fl
 def object_motion(segmentation: torch.Tensor, latent_hw: tuple[int, int], max_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every object's motion as a flow field, from instance ids (B, T, H, W) (1 .. ``max_id``
     objects, 0 and larger ids not): (flow (B, T, 2, h, w) in latent pixels, (dx, dy); where
-    (B, T, 1, h, w) bool). At each pixel of object o in frame t, o's centroid in t minus its
-    centroid in t - 1; defined where o covers the pixel and shows in both frames (frame 0: nowhere)."""
+    (B, T, 1, h, w) bool). For each object o that shows in frames t - 1 and t, o's centroid
+    in t minus its centroid in t - 1, over the latent pixels o covers in t and those it
+    covered in t - 1 that no object covers in t (frame 0: nowhere).
+
+    That second part is what a backward warp (:func:`worldsim.models.dit.warp`: the value
+    at p is the last frame's at p - flow(p)) needs to move an object rather than smear it:
+    a pixel q the object has left samples q - v, which lies outside the object's old
+    footprint (q is not in the old footprint moved by v), so the object leaves no trail.
+    With the flow only where the object is now, q keeps a copy of it: the true motion
+    warped so 16 times over loses 62% of bouncing_balls' objects, over both footprints 2%
+    (bicubic; docs/RECIPE.md, round 15)."""
     b, t, hh, ww = segmentation.shape
     h, w = latent_hw
     ids = torch.arange(1, max_id + 1, device=segmentation.device)
@@ -279,8 +288,10 @@ def object_motion(segmentation: torch.Tensor, latent_hw: tuple[int, int], max_id
     d = torch.cat([torch.zeros_like(d[:, :1]), d], 1)  # (B, T, K, 2)
     ok = torch.cat([torch.zeros_like(ok[:, :1]), ok], 1)  # (B, T, K)
     small = F.adaptive_avg_pool2d(rearrange(onehot, "b t k hh ww -> (b t) k hh ww"), (h, w))  # share of each latent pixel an object covers
-    small = rearrange(small, "(b t) k h w -> b t k h w", b=b) > 0.5  # (B, T, K, h, w)
-    cover = small & ok[..., None, None]
+    small = rearrange(small, "(b t) k h w -> b t k h w", b=b) > 0.5  # (B, T, K, h, w): at most one object a pixel
+    before = torch.cat([torch.zeros_like(small[:, :1]), small[:, :-1]], 1)  # what each object covered in the frame before
+    left = before & ~small.any(2, keepdim=True)  # ... and no object covers now
+    cover = (small | left) & ok[..., None, None]
     flow = torch.einsum("btkhw,btkc->btchw", cover.float(), d)
     return flow, cover.any(2, keepdim=True)
 

@@ -29,12 +29,13 @@ are plain latents.
 
 Warping (``warp: true``, with anchoring): the DiT also outputs a flow, two channels a
 latent pixel, and an anchored frame's difference is its base frame (the clean last
-frame, ``anchor_base``) resampled along that flow (:func:`warp`, bilinear) minus the
-base, plus the residual it outputs; a zero output is still a copy. A ball that moves by
-v is then a flow equal to v around it, smooth, where as a plain difference it is two
-sharp crescents. Trained by the diffusion loss alone the flow hardly moves (the loss
-sees it only through the image's edges); ``flow.motion_weight`` adds a loss on it where
-objects are, against their motion read from the segmentation (docs/RECIPE.md, round 14).
+frame, ``anchor_base``) resampled along that flow (:func:`warp`, bicubic unless
+``warp_mode`` says bilinear) minus the base, plus the residual it outputs; a zero output
+is still a copy. A ball that moves by v is then a flow equal to v over where it is and
+where it was, smooth, where as a plain difference it is two sharp crescents. Trained by
+the diffusion loss alone the flow hardly moves (the loss sees it only through the
+image's edges); ``flow.motion_weight`` adds a loss on it where objects are and were,
+against their motion read from the segmentation (docs/RECIPE.md, rounds 14-15).
 
 Shapes: B batch, T latent frames, C latent channels, H x W latent size, N = (H/ph)(W/pw)
 tokens per frame, D model width, L text tokens.
@@ -81,6 +82,9 @@ class DiTConfig:
     # then a flow that is v over its neighbourhood, smooth and low-rank where the residual of a
     # moved ball is two sharp crescents; a zero output is still a copy (see the module docstring).
     warp: bool = False
+    # how model.warp resamples: bicubic (blurs least: the true motion applied by it 16 times
+    # over loses 2% of the balls, bilinear 20%; docs/RECIPE.md, round 15) | bilinear
+    warp_mode: str = "bicubic"
     # nn.GELU's approximate of the MLPs: none (the exact, erf GELU: 4-8x faster than tanh in
     # bf16 on CPUs, forward and backward) | tanh (checkpoints that do not record it were trained with it)
     gelu_approximate: str = "tanh"
@@ -98,6 +102,8 @@ class DiTConfig:
             raise ValueError(f"model.noise_input must be plain or signal, got {self.noise_input!r}")
         if self.warp and (not self.anchor or self.pixel_head):
             raise ValueError("model.warp moves an anchored frame's anchor: it needs model.anchor=true and model.pixel_head=0")
+        if self.warp_mode not in ("bicubic", "bilinear"):
+            raise ValueError(f"model.warp_mode must be bicubic or bilinear, got {self.warp_mode!r}")
         if self.gelu_approximate not in ("none", "tanh"):
             raise ValueError(f"model.gelu_approximate must be none (exact GELU) or tanh, got {self.gelu_approximate!r}")
 
@@ -139,16 +145,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 # -- caching ------------------------------------------------------------------------------------------
-def warp(frames: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def warp(frames: torch.Tensor, flow: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
     """``frames`` (B, T, C, H, W) resampled along ``flow`` (B, T, 2, H, W), in fp32: the
-    value at pixel p is the frame's at p - flow(p) (bilinear, edges repeated), so content
-    moves by the flow; channel 0 is the column (x) displacement, 1 the row (y), in pixels."""
+    value at pixel p is the frame's at p - flow(p) (``mode`` bicubic or bilinear, edges
+    repeated), so content moves by the flow; channel 0 is the column (x) displacement, 1
+    the row (y), in pixels. Bicubic blurs less than bilinear at fractional displacements,
+    which matters once a frame is resampled every step of a rollout."""
     b, t, c, h, w = frames.shape
     f = rearrange(flow.float(), "b t k h w -> (b t) h w k")
     ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
     grid = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], -1)  # (H, W, 2) pixel centres, align_corners=False
     grid = grid - f * torch.tensor([2 / w, 2 / h], device=flow.device)
-    out = F.grid_sample(rearrange(frames.float(), "b t c h w -> (b t) c h w"), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(rearrange(frames.float(), "b t c h w -> (b t) c h w"), grid, mode=mode, padding_mode="border", align_corners=False)
     return rearrange(out, "(b t) c h w -> b t c h w", b=b)
 
 
@@ -581,7 +589,7 @@ class DiT(nn.Module):
                 out = res
             else:
                 base = a[:, :, :c] if anchor_base is None else anchor_base.to(dev)  # the frame an anchored difference is taken from
-                moved = warp(base, flow) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
+                moved = warp(base, flow, self.config.warp_mode) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
                 out = torch.where(flag[:, :, None, None, None], res + moved.to(res.dtype), res)
         if self.config.pixel_head:
             parts = [out, x.to(out.dtype)]  # x: the frame's (scaled) input
