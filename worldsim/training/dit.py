@@ -145,7 +145,8 @@ class DiTStage:
             logs = {"simulator": 1.0, "causal": 1.0}
             if motion:  # the flow where objects are, against how they moved (target frames only: their anchors are the frames before)
                 seg = torch.where(batch["objects"], batch["segmentation"], 0).to(x0.device)  # objects only (fixtures and background: 0)
-                truth, where = object_motion(seg, tuple(x0.shape[-2:]), max(int(seg.max()), 1))
+                background = (batch["segmentation"] == 0).to(x0.device) if self.flow.motion_background else None
+                truth, where = object_motion(seg, tuple(x0.shape[-2:]), max(int(seg.max()), 1), background)
                 where = where[:, idx] & (~inp["context"])[:, :, None, None, None]
                 aux = motion_loss(flow, truth[:, idx], where)
                 loss = loss + self.flow.motion_weight * aux
