@@ -113,3 +113,21 @@ def test_a_flow_taught_the_objects_motion_learns_one_clip_faster(one_clip, tmp_p
     anchored = _overfit(one_clip, tmp_path / "anchored", ANCHORED, object_weight=4.0)
     assert taught["latent_mse"] < anchored["latent_mse"], (taught, anchored)
     assert taught["object_pixel_mse"] < 0.5 * anchored["object_pixel_mse"], (taught, anchored)
+
+
+def test_the_true_motion_warped_moves_objects_only_over_both_footprints(tiny_data):
+    """tools/flow_probe.py --oracle: warping along object_motion's target (where each object
+    is and was) follows the objects better than along round 14's (only where it is), which
+    leaves a copy of each behind."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("flow_probe", Path(__file__).parents[2] / "tools" / "flow_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    rows = {(r["target"], r["mode"]): r for r in probe.oracle(str(tiny_data), "bouncing_balls", 2, horizon=4)}
+    assert set(rows) == {("both", "bicubic"), ("both", "bilinear"), ("now", "bicubic"), ("now", "bilinear")}
+    both, now = rows["both", "bicubic"], rows["now", "bicubic"]
+    assert both["episodes"] == 2 and both["objects_lost"]["at_1"] == 0.0
+    assert both["position_error_px"]["at_4"] < now["position_error_px"]["at_4"]
+    assert both["objects_lost_mean"] <= now["objects_lost_mean"]
