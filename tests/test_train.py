@@ -283,7 +283,7 @@ def test_warp_is_refused_unless_the_clean_difference_is_predicted():
 
 
 def test_object_motion_is_each_objects_centroid_shift_where_it_is_and_was():
-    from worldsim.diffusion.flow import FlowConfig, motion_loss, object_motion
+    from worldsim.diffusion.flow import FlowConfig, motion_loss, object_motion, still_background
     from worldsim.models.dit import warp
 
     seg = torch.zeros(1, 3, 16, 16, dtype=torch.long)
@@ -302,10 +302,10 @@ def test_object_motion_is_each_objects_centroid_shift_where_it_is_and_was():
     half, where_half = object_motion(seg, (8, 8), 2)  # in latent pixels of an f2 latent
     assert half[0, 1, :, 2, 2].tolist() == [1.0, 0.5] and int(where_half[0, 1].sum()) == 2 + 3
     assert float(motion_loss(flow, flow, where)) == 0.0 and float(motion_loss(flow + 1, flow, where)) == 1.0
-    # with the background: also where it shows in both frames, at zero motion; nowhere in frame 0
-    dense, where_bg = object_motion(seg, (16, 16), 2, background=seg == 0)
-    assert torch.equal(dense, flow) and not where_bg[0, 0].any()
-    assert int(where_bg[0, 1].sum()) == 256 - 4 and not where_bg[0, 1, 0, 10, 10]  # all but the new object's 4 pixels
-    assert int(where_bg[0, 2].sum()) == 256 - 4 and not where_bg[0, 2, 0, 10, 10]  # object 2 gone: where it was, nothing known
+    # the still background: wholly background in the frame and the one before (frame 0: nowhere)
+    still = still_background(seg == 0, (16, 16))
+    assert not still[0, 0].any() and not (still & where).any()  # never where an object is or was
+    assert int(still[0, 1].sum()) == 256 - 26 - 4 and int(still[0, 2].sum()) == 256 - 16 - 4  # object 2: shown in frame 1 only
+    assert int(still_background(seg == 0, (8, 8))[0, 2].sum()) == 64 - 6 - 1  # latent pixels no object touches in frames 1 and 2
     with pytest.raises(ValueError, match="flow.motion_weight"):
         FlowConfig(motion_weight=-1.0)

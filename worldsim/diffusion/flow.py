@@ -62,7 +62,8 @@ class FlowConfig:
     # With model.warp: weight of a loss on the DiT's flow where objects are and were, against each object's
     # motion from the segmentation (its centroid's shift since the frame before, in latent pixels)
     motion_weight: float = 0.0
-    # ... and also where the still background shows in this frame and the one before, against zero motion
+    # ... plus the same loss, at zero motion, where the still background shows in this frame and
+    # the one before (its own mean: as strong as the objects' part however much background there is)
     motion_background: bool = True
     unroll: int = 0  # passes in which the history becomes the model's own predictions (no gradient)
     unroll_steps: int | None = None  # Euler steps each of those predictions takes (null: sampler_steps, the rollout's own)
@@ -261,18 +262,12 @@ def object_weights(objects: torch.Tensor, latent_hw: tuple[int, int], weight: fl
     return 1.0 + (weight - 1.0) * m
 
 
-def object_motion(
-    segmentation: torch.Tensor, latent_hw: tuple[int, int], max_id: int, background: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def object_motion(segmentation: torch.Tensor, latent_hw: tuple[int, int], max_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every object's motion as a flow field, from instance ids (B, T, H, W) (1 .. ``max_id``
     objects, 0 and larger ids not): (flow (B, T, 2, h, w) in latent pixels, (dx, dy); where
     (B, T, 1, h, w) bool). For each object o that shows in frames t - 1 and t, o's centroid
     in t minus its centroid in t - 1, over the latent pixels o covers in t and those it
-    covered in t - 1 that no object covers in t (frame 0: nowhere). With ``background``
-    (B, T, H, W) bool, the pixels of the scene's still background: latent pixels wholly
-    background in t and t - 1 (and not an object's) are also where, with zero motion, so
-    that the flow around an object cannot pull its colour outwards (a ball that grows a
-    little each step of a rollout; docs/RECIPE.md, round 15).
+    covered in t - 1 that no object covers in t (frame 0: nowhere).
 
     That second part is what a backward warp (:func:`worldsim.models.dit.warp`: the value
     at p is the last frame's at p - flow(p)) needs to move an object rather than smear it:
@@ -301,12 +296,18 @@ def object_motion(
     left = before & ~small.any(2, keepdim=True)  # ... and no object covers now
     cover = (small | left) & ok[..., None, None]
     flow = torch.einsum("btkhw,btkc->btchw", cover.float(), d)
-    where = cover.any(2, keepdim=True)
-    if background is not None:
-        bg = F.adaptive_avg_pool2d(background.float().flatten(0, 1)[:, None], (h, w)).view(b, t, 1, h, w) > 0.999  # wholly background
-        still = bg & torch.cat([torch.zeros_like(bg[:, :1]), bg[:, :-1]], 1)  # in both frames (frame 0: no frame before)
-        where = where | (still & ~(small | left).any(2, keepdim=True))
-    return flow, where
+    return flow, cover.any(2, keepdim=True)
+
+
+def still_background(background: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """Latent pixels (B, T, 1, h, w) bool wholly ``background`` (B, T, H, W) bool in frame t and
+    in t - 1 (frame 0: none): where a flow must be zero, so that the flow around an object
+    cannot pull its colour outwards (balls that grow a little each step of a rollout;
+    docs/RECIPE.md, round 15)."""
+    b, t = background.shape[:2]
+    h, w = latent_hw
+    bg = F.adaptive_avg_pool2d(background.float().flatten(0, 1)[:, None], (h, w)).view(b, t, 1, h, w) > 0.999
+    return bg & torch.cat([torch.zeros_like(bg[:, :1]), bg[:, :-1]], 1)
 
 
 def motion_loss(flow: torch.Tensor, truth: torch.Tensor, where: torch.Tensor) -> torch.Tensor:

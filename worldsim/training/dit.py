@@ -14,7 +14,7 @@ from torch import nn
 from worldsim.checkpoint import require_same
 from worldsim.config import typed
 from worldsim.data.latents import build_latent_cache
-from worldsim.diffusion.flow import flow_loss, motion_loss, object_motion, object_weights, simulator_inputs, training_inputs, velocity_from
+from worldsim.diffusion.flow import flow_loss, motion_loss, object_motion, object_weights, simulator_inputs, still_background, training_inputs, velocity_from
 from worldsim.diffusion.sampling import SamplerConfig, sample, time_grid
 from worldsim.frames import to_uint8
 from worldsim.models.autoencoder import load_autoencoder
@@ -145,10 +145,12 @@ class DiTStage:
             logs = {"simulator": 1.0, "causal": 1.0}
             if motion:  # the flow where objects are, against how they moved (target frames only: their anchors are the frames before)
                 seg = torch.where(batch["objects"], batch["segmentation"], 0).to(x0.device)  # objects only (fixtures and background: 0)
-                background = (batch["segmentation"] == 0).to(x0.device) if self.flow.motion_background else None
-                truth, where = object_motion(seg, tuple(x0.shape[-2:]), max(int(seg.max()), 1), background)
-                where = where[:, idx] & (~inp["context"])[:, :, None, None, None]
-                aux = motion_loss(flow, truth[:, idx], where)
+                truth, where = object_motion(seg, tuple(x0.shape[-2:]), max(int(seg.max()), 1))
+                target = (~inp["context"])[:, :, None, None, None]
+                aux = motion_loss(flow, truth[:, idx], where[:, idx] & target)
+                if self.flow.motion_background:  # zero where the still background shows (id 0 in this frame and the one before)
+                    still = still_background(batch["segmentation"].to(x0.device) == 0, tuple(x0.shape[-2:]))[:, idx] & target
+                    aux = aux + motion_loss(flow, torch.zeros_like(flow), still)
                 loss = loss + self.flow.motion_weight * aux
                 logs["motion_loss"] = float(aux.detach())
             return loss, logs
