@@ -14,7 +14,16 @@ from torch import nn
 from worldsim.checkpoint import require_same
 from worldsim.config import typed
 from worldsim.data.latents import build_latent_cache
-from worldsim.diffusion.flow import flow_loss, motion_loss, object_motion, object_weights, simulator_inputs, still_background, training_inputs, velocity_from
+from worldsim.diffusion.flow import (
+    flow_loss,
+    motion_loss,
+    object_motion,
+    object_weights,
+    simulator_inputs,
+    still_background,
+    training_inputs,
+    velocity_from,
+)
 from worldsim.diffusion.sampling import SamplerConfig, sample, time_grid
 from worldsim.frames import to_uint8
 from worldsim.models.autoencoder import load_autoencoder
