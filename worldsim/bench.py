@@ -555,8 +555,8 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "compiled": compiled or None,  # per number of worlds, with the compile time and the speedup over eager
             "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,
             "rollout_steps": args.long_steps,
-            "peak_memory_mib_at_10_percent": round(marks[0] / 1024, 1),
-            "peak_memory_mib_at_end": round(marks[1] / 1024, 1),
+            "peak_memory_mib_at_10_percent": round(marks[0] / 1024, 1) if marks else None,  # --long-steps 0: not measured
+            "peak_memory_mib_at_end": round(marks[-1] / 1024, 1) if marks else None,
             "machine": _machine(),
         }
     finally:
@@ -642,7 +642,7 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--worlds", type=int, default=64)
     st.add_argument("--single-steps", type=int, default=30)
     st.add_argument("--batched-steps", type=int, default=10)
-    st.add_argument("--long-steps", type=int, default=1000)
+    st.add_argument("--long-steps", type=int, default=1000, help="a single-world rollout this long, for peak memory (0: skip)")
     rt = sub.add_parser("roundtrip", help="the autoencoder round-trip gate: positions and objects through encode-decode")
     rt.add_argument("--ae", default="identity", help="identity, an autoencoder run, or a world checkpoint or export (its autoencoder)")
     rt.add_argument("--data", required=True)
