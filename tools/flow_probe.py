@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 import worldsim.models.dit as dit_module
-from worldsim.data.manifest import read_manifest
+from worldsim.data.dataset import select_episodes
+from worldsim.data.episode import load_episode
 from worldsim.diffusion.flow import object_motion
 from worldsim.evaluate.fidelity import FidelityConfig, _compare, _episodes
 
@@ -45,12 +46,12 @@ def model_flow(checkpoint: str, data: str, scene: str, episodes: int) -> dict:
     flows: list[torch.Tensor] = []
     inner = dit_module.warp
     dit_module.warp = lambda frames, flow, *a: (flows.append(flow.detach().float()), inner(frames, flow, *a))[1]
-    rows = [r for r in read_manifest(Path(data)) if r["split"] == "test" and r["scene"] == scene][:episodes]
+    rows = select_episodes(data, split="test", scenes=[scene])[:episodes]
     if not rows:
         sys.exit(f"error: no test episodes of {scene} in {data}")
     err, length, truth = [], [], []
     for row in rows:
-        ep = np.load(Path(data) / row["path"])
+        ep = load_episode(Path(data) / row["path"])
         frames, seg = ep["frames"], ep["segmentation"]
         for start in (4, 12):
             sim.reset(frames[start - 4 : start][None], row["caption"], [torch.Generator().manual_seed(0)])
@@ -77,14 +78,12 @@ def oracle(data: str, scene: str, episodes: int, context: int = 4, horizon: int 
     eps = _episodes(cfg, scene)
     if not eps:
         sys.exit(f"error: no test episodes of {scene} in {data}")
-    rows = sorted((r for r in read_manifest(Path(data)) if r["split"] == "test" and r["scene"] == scene and r["engine"] == cfg.engine),
-                  key=lambda r: r["index"])[:episodes]
-    segs = [np.load(Path(data) / r["path"])["segmentation"] for r in rows]
     out = []
     for target in ("both", "now"):
         for mode in ("bicubic", "bilinear"):
             err, found, lost, shown = (np.zeros(horizon) for _ in range(4))
-            for ep, seg in zip(eps, segs):
+            for ep in eps:
+                seg = ep.segmentation
                 if ep.frames.shape[1:3] != seg.shape[1:]:
                     sys.exit("error: --oracle needs frames and segmentation of the same size")
                 ids = torch.from_numpy(np.where(ep.objects, seg, 0).astype(np.int64))[None]  # objects only

@@ -91,6 +91,7 @@ class _Episode:
     whole: list[int]  # objects that are not panes
     pane: bool
     caption: str
+    segmentation: np.ndarray  # (T, H, W) instance ids (tools/flow_probe.py --oracle reads the motion off it)
 
 
 def _episodes(cfg: FidelityConfig, scene: str) -> list[_Episode]:
@@ -107,7 +108,7 @@ def _episodes(cfg: FidelityConfig, scene: str) -> list[_Episode]:
         objects = r["params"]["objects"]
         whole = [i for i, o in enumerate(objects) if o["shape"] != "pane"]
         out.append(_Episode(ep["frames"], object_mask(ep["segmentation"], len(objects)), ep["actions"], ep["visible_pixels"], np.array([palette.rgb(o["colour"]) for o in objects]),
-                            whole, len(whole) < len(objects), _static_caption(r["caption_detailed"])))
+                            whole, len(whole) < len(objects), _static_caption(r["caption_detailed"]), ep["segmentation"]))
     return out
 
 
