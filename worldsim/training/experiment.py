@@ -37,6 +37,7 @@ from worldsim.data.generation import StreamConfig, generate_stream
 from worldsim.runtime import choose_threads
 from worldsim.sim.scenes import parse_resolution
 from worldsim.training.loop import OptimConfig, TrainConfig, config_from_plain, train
+from worldsim.training.stages import DiTStageConfig
 
 log = logging.getLogger("worldsim.training.experiment")
 
@@ -199,6 +200,8 @@ def run_experiment(plain: dict[str, Any], *, judge: Judge | None = None, progres
             log.info("%s finished already (done.json); skipped", out)
             print(f"{out}: finished already, skipped")
             return previous
+    if plain.get("stage") == "dit":  # the stage's settings checked before data or an autoencoder is made
+        DiTStageConfig.from_options(plain)
     plain["data"] = ensure_data(plain["data"], progress=progress)
     compute: dict[str, Any] = {}
     if plain.get("stage") == "dit" and plain.get("autoencoder") == "train":

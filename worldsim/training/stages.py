@@ -19,6 +19,7 @@ from torch import nn
 from worldsim.config import typed
 from worldsim.diffusion.flow import FlowConfig
 from worldsim.models.autoencoder import AutoencoderConfig
+from worldsim.models.dit import DiTConfig
 from worldsim.models.text import TextConfig
 
 
@@ -66,6 +67,10 @@ class DiTStageConfig:
         model = options.get("model") or {}
         if not isinstance(model, dict):
             raise ValueError(f"model must be a mapping of DiT settings (conf/model/), got {model!r}")
+        text = typed(TextConfig, options.get("text"), "text")
+        # The DiT's own checks now (its latent channels come from the autoencoder later): a bad
+        # model.* value is refused before any data is generated or an autoencoder trained.
+        typed(DiTConfig, {**model, "latent_channels": 3, "text_dim": text.dim}, "model")
         return cls(autoencoder=str(options.get("autoencoder", "identity")), model=dict(model),
-                   text=typed(TextConfig, options.get("text"), "text"), flow=typed(FlowConfig, options.get("flow"), "flow"))
+                   text=text, flow=typed(FlowConfig, options.get("flow"), "flow"))
 
