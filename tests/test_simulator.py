@@ -69,11 +69,11 @@ def test_a_step_calls_the_dit_once_per_sampler_step(tiny_world):
     assert frames == [1, 1] + [2, 1] * 3
 
 
-@pytest.mark.parametrize("warp", [False, True])
+@pytest.mark.parametrize("warp", [False, True, "overlap"])
 def test_anchored_stepping_matches_recomputation(tmp_path, warp):
     """An anchored model (the last two frames through its anchor embedding, the sample
-    predicted; with warp, the last frame moved along its flow) steps the same with the
-    cache as without it."""
+    predicted; with warp, the last frame moved along its flow, per patch or blended over
+    overlapping windows) steps the same with the cache as without it."""
     from worldsim.diffusion.flow import FlowConfig
     from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig
     from worldsim.models.dit import DiTConfig
@@ -82,15 +82,19 @@ def test_anchored_stepping_matches_recomputation(tmp_path, warp):
 
     torch.manual_seed(0)
     world = WorldModel(DiTConfig(dim=32, depth=2, heads=2, patch=[1, 8, 8], latent_channels=3, text_dim=16, anchor=True, anchor_frames=2,
-                                 warp=warp),
+                                 warp=bool(warp), flow_overlap=warp == "overlap"),
                        TextConfig(dim=16, depth=1, heads=2))
     for q in world.parameters():
         if q.abs().sum() == 0:
             torch.nn.init.normal_(q, std=0.05)
     if warp:  # flows of about a pixel: random flows of several make the rollout chaotic, so rounding alone would part the two
         with torch.no_grad():
-            world.dit.final.weight.view(-1, 3 + 2, 32)[:, 3:] *= 0.1
-            world.dit.final.bias.view(-1, 3 + 2)[:, 3:] *= 0.1
+            if warp == "overlap":  # the residual's patch (8 x 8 x 3), then the flow windows
+                world.dit.final.weight[8 * 8 * 3 :] *= 0.1
+                world.dit.final.bias[8 * 8 * 3 :] *= 0.1
+            else:  # each pixel's residual and flow, interleaved
+                world.dit.final.weight.view(-1, 3 + 2, 32)[:, 3:] *= 0.1
+                world.dit.final.bias.view(-1, 3 + 2)[:, 3:] *= 0.1
     path = save_world(str(tmp_path / "w.pt"), world, Autoencoder(AutoencoderConfig(identity=True)), resolution=(32, 32), fps=20,
                       flow=FlowConfig(prediction="sample", simulator_share=1.0), clip_frames=4)
     sims = [LearnedSimulator(path, window=3, precision="fp32", use_cache=c) for c in (True, False)]

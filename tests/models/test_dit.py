@@ -126,6 +126,31 @@ def test_a_warp_model_starts_as_a_copy_and_moves_its_anchor_by_its_flow():
         DiTConfig(warp=True, anchor=True, pixel_head=8)
 
 
+def test_overlapping_flow_windows_blend_tokens_smoothly_and_start_as_a_copy():
+    """model.flow_overlap: a token's flow spans twice its patch under a tent window; flows
+    constant per token become a smooth field (a ramp between token centres, not a step at
+    the border), a flow the same everywhere stays that flow, and a zero output copies."""
+    dit = model(patch=(1, 4, 4), anchor=True, warp=True, flow_overlap=True, zero_init=True)
+    assert dit.final.out_features == 4 * 4 * 4 + 2 * 8 * 8  # the residual's patch, then (dx, dy) over an 8x8 window
+    assert "flow_window" not in dit.state_dict()  # a fixed window, not a weight
+    same = dit.overlap_flow(torch.full((1, 1, 4, 2 * 8 * 8), 0.25), 8, 8)
+    torch.testing.assert_close(same, torch.full((1, 1, 2, 8, 8), 0.25))  # the window sums to one everywhere, edges included
+    per_token = torch.tensor([0.0, 1.0, 0.0, 1.0])[None, None, :, None].expand(1, 1, 4, 2 * 8 * 8)  # a 2x2 token grid: left 0, right 1
+    flow = dit.overlap_flow(per_token.contiguous(), 8, 8)[0, 0, 0]
+    jumps = (flow[:, 1:] - flow[:, :-1]).abs()
+    assert jumps.max() <= 1 / 4 + 1e-6  # a ramp over the 4 pixels between token centres (without overlap: a jump of 1)
+    assert flow[0, 0] == 0 and flow[0, -1] == 1  # each token's own value at its outer edge
+    x, t, a = torch.randn(1, 2, 4, 8, 8), torch.rand(1, 2), torch.randn(1, 2, 2)
+    anchor = torch.randn(1, 2, 4, 8, 8)
+    with torch.no_grad():
+        out, flow = dit(x, t, a, text(), causal=True, anchor=anchor, anchored=torch.tensor([[False, True]]), return_flow=True)
+    assert out.abs().max() < 1e-5 and flow.shape == (1, 2, 2, 8, 8) and flow.abs().max() == 0
+    with pytest.raises(ValueError, match="model.flow_overlap"):
+        DiTConfig(anchor=True, warp=False, flow_overlap=True)
+    with pytest.raises(ValueError, match="model.flow_overlap"):
+        DiTConfig(anchor=True, warp=True, flow_overlap=True, patch=[1, 3, 3], dim=32, heads=2)
+
+
 def test_the_mlp_gelu_is_recorded_and_old_configs_keep_tanh():
     assert DiTConfig().gelu_approximate == "tanh"  # what checkpoints without the key were trained with
     exact, tanh = model(gelu_approximate="none"), model(gelu_approximate="tanh")

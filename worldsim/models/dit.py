@@ -85,6 +85,11 @@ class DiTConfig:
     # how model.warp resamples: bicubic (blurs least: the true motion applied by it 16 times
     # over loses 2% of the balls, bilinear 20%; docs/RECIPE.md, round 15) | bilinear
     warp_mode: str = "bicubic"
+    # With model.warp: each token outputs its flow over a window twice its patch (centred on
+    # it), blended with its neighbours' by a tent window that sums to one, so the flow is
+    # continuous across token borders (per-patch flows tear a ball that straddles two tokens
+    # when they disagree; docs/RECIPE.md, round 16). Needs patch [1, ph, pw] with ph, pw even.
+    flow_overlap: bool = False
     # nn.GELU's approximate of the MLPs: none (the exact, erf GELU: 4-8x faster than tanh in
     # bf16 on CPUs, forward and backward) | tanh (checkpoints that do not record it were trained with it)
     gelu_approximate: str = "tanh"
@@ -104,6 +109,9 @@ class DiTConfig:
             raise ValueError("model.warp moves an anchored frame's anchor: it needs model.anchor=true and model.pixel_head=0")
         if self.warp_mode not in ("bicubic", "bilinear"):
             raise ValueError(f"model.warp_mode must be bicubic or bilinear, got {self.warp_mode!r}")
+        if self.flow_overlap and (not self.warp or self.patch[0] != 1 or self.patch[1] % 2 or self.patch[2] % 2):
+            raise ValueError(f"model.flow_overlap blends the flow of model.warp across tokens: it needs model.warp=true and "
+                             f"a patch [1, ph, pw] with ph and pw even, got warp={self.warp}, patch={self.patch}")
         if self.gelu_approximate not in ("none", "tanh"):
             raise ValueError(f"model.gelu_approximate must be none (exact GELU) or tanh, got {self.gelu_approximate!r}")
 
@@ -387,6 +395,10 @@ class DiT(nn.Module):
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         flow_dim = 2 * pt * ph * pw if config.warp else 0  # (dx, dy) a latent pixel
+        if config.flow_overlap:  # (dx, dy) a latent pixel of a window 2ph x 2pw, after the residual's patch
+            flow_dim = 2 * (2 * ph) * (2 * pw)
+            tent = lambda p: 1 - ((torch.arange(2 * p) + 0.5) - p).abs() / p  # noqa: E731  # a token's weight; neighbours' sum to one
+            self.register_buffer("flow_window", torch.outer(tent(ph), tent(pw)), persistent=False)
         self.final = nn.Linear(d, self.patch_dim + flow_dim)
         if config.pixel_head:
             c, w = config.latent_channels, config.pixel_head
@@ -455,6 +467,19 @@ class DiT(nn.Module):
         """(B, T/pt, N, pt*ph*pw*C) -> (B, T, C, H, W)."""
         pt, ph, pw = self.config.patch
         return rearrange(x, "b t (h w) (pt ph pw c) -> b (t pt) c (h ph) (w pw)", h=h // ph, w=w // pw, pt=pt, ph=ph, pw=pw)
+
+    def overlap_flow(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """(B, T, N, 2 * 2ph * 2pw) flow windows, one a token, -> (B, T, 2, H, W): each
+        window centred on its token, weighted by ``flow_window`` and summed with its
+        neighbours' (divided by the weights' sum, so the frame's edges are weighed alike)."""
+        _, ph, pw = self.config.patch
+        b, t = x.shape[:2]
+        win = self.flow_window.to(x.dtype)
+        cols = rearrange(x, "b t n (k kh kw) -> (b t) k kh kw n", k=2, kh=2 * ph) * win[:, :, None]
+        fold = dict(output_size=(h, w), kernel_size=(2 * ph, 2 * pw), stride=(ph, pw), padding=(ph // 2, pw // 2))
+        flow = F.fold(rearrange(cols, "bt k kh kw n -> bt (k kh kw) n"), **fold)  # (BT, 2, H, W)
+        weight = F.fold(win.reshape(1, -1, 1).expand(1, -1, x.shape[2]), **fold)  # (1, 1, H, W)
+        return rearrange(flow / weight, "(b t) k hh ww -> b t k hh ww", b=b)
 
     def condition(
         self, t: torch.Tensor, actions: torch.Tensor, pooled: torch.Tensor, action_drop: torch.Tensor, causal: bool
@@ -577,7 +602,10 @@ class DiT(nn.Module):
             cache.advance()
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
-        out = self.unpatchify(out, h, w)  # (B, T, C (+2 with warp), H, W)
+        if self.config.flow_overlap:  # the residual's patches, then the flow blended over overlapping windows
+            out = torch.cat([self.unpatchify(out[..., : self.patch_dim], h, w), self.overlap_flow(out[..., self.patch_dim :], h, w)], dim=2)
+        else:
+            out = self.unpatchify(out, h, w)  # (B, T, C (+2 with warp), H, W)
         if return_flow and not self.config.warp:
             raise ValueError("return_flow: this DiT outputs no flow (model.warp=false)")
         if self.config.warp:
