@@ -3,7 +3,7 @@
 ``reset`` takes context frames (from the physics twin, from an image, or none) and a
 prompt; ``step(actions)`` returns the next frame of every world in the batch. Each
 step denoises one new latent frame from noise with a few sampler steps (the model's
-own, ``flow.sampler_steps``: 2 for the bundled model; Euler) under block-causal attention: the keys and values of past frames sit in a
+own, ``flow.sampler_steps``: 1 for the bundled model; Euler) under block-causal attention: the keys and values of past frames sit in a
 :class:`~worldsim.models.dit.KVCache` and are never recomputed, so a step costs the
 same after 10 frames as after 1,000 (the cache keeps a sliding window of the last
 ``window`` frames). The finished frame then enters the cache once, at a fixed small
