@@ -112,18 +112,23 @@ def test_a_sweep_over_a_key_that_does_not_exist_fails_before_launching(tmp_path)
     assert not [p for p in sweep.glob("*") if p.is_dir()]  # no run started
 
 
-def test_a_bad_model_value_is_refused_before_data_or_an_autoencoder_is_made(tmp_path):
-    """experiment=tiny trains an autoencoder first: a DiT setting it cannot build is
-    refused at once, naming the key, with nothing generated or trained."""
+@pytest.mark.parametrize("bad, message", [
+    (["model.warp_mode=cubic"], "model.warp_mode must be bicubic or bilinear"),
+    (["model.anchor=true", "model.warp=true", "flow.prediction=velocity"], "needs flow.prediction=sample"),
+])
+def test_a_bad_model_value_is_refused_before_data_or_an_autoencoder_is_made(tmp_path, bad, message):
+    """experiment=tiny trains an autoencoder first: a DiT setting it cannot build, or one
+    its flow settings contradict, is refused at once, naming the key, with nothing
+    generated or trained."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from worldsim.training.experiment import run_experiment
 
-    overrides = ["experiment=tiny", "model.warp_mode=cubic", f"out={tmp_path / 'run'}", f"+data.data_root={tmp_path / 'data'}"]
+    overrides = ["experiment=tiny", *bad, f"out={tmp_path / 'run'}", f"+data.data_root={tmp_path / 'data'}"]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         plain = OmegaConf.to_container(compose(config_name="train", overrides=overrides), resolve=True)
     assert plain["autoencoder"] == "train"
-    with pytest.raises(ValueError, match="model.warp_mode must be bicubic or bilinear"):
+    with pytest.raises(ValueError, match=message):
         run_experiment(plain, progress=False)
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()

@@ -43,6 +43,22 @@ def test_a_checkpoint_of_another_model_config_is_refused(tiny_data, tmp_path):
         train(bigger)
 
 
+def test_a_checkpoint_from_before_a_new_model_setting_resumes(tiny_data, tmp_path):
+    """A checkpoint written before a DiT setting existed (its config lacks the key) was
+    trained with that setting's default: it resumes, and a different value is refused."""
+    train(config(tiny_data, tmp_path, 2))
+    path = load_checkpoint(tmp_path)["path"]
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("flow_overlap", "warp_mode"):
+        del ckpt["config"]["dit"][key]
+    torch.save(ckpt, path)
+    train(config(tiny_data, tmp_path, 4))
+    assert load_checkpoint(tmp_path)["step"] == 4
+    warped = config(tiny_data, tmp_path, 6, stage_options={"model": {"dim": 32, "depth": 1, "heads": 2, "patch": [1, 8, 8], "warp_mode": "bilinear"}})
+    with pytest.raises(CheckpointError, match="warp_mode: 'bicubic' in the checkpoint, 'bilinear' here"):
+        train(warped)
+
+
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
     from worldsim.training.dit import DiTStage
 

@@ -140,6 +140,10 @@ def test_overlapping_flow_windows_blend_tokens_smoothly_and_start_as_a_copy():
     jumps = (flow[:, 1:] - flow[:, :-1]).abs()
     assert jumps.max() <= 1 / 4 + 1e-6  # a ramp over the 4 pixels between token centres (without overlap: a jump of 1)
     assert flow[0, 0] == 0 and flow[0, -1] == 1  # each token's own value at its outer edge
+    tall = model(patch=(1, 2, 4), anchor=True, warp=True, flow_overlap=True, zero_init=True)  # rows, and ph != pw
+    rows = torch.tensor([0.0, 0.0, 1.0, 1.0])[None, None, :, None].expand(1, 1, 4, 2 * 4 * 8)  # 2x2 tokens of 2x4: top 0, bottom 1
+    flow = tall.overlap_flow(rows.contiguous(), 4, 8)[0, 0, 1]
+    assert torch.all(flow[0] == 0) and torch.all(flow[-1] == 1) and (flow[1:] - flow[:-1]).abs().max() <= 1 / 2 + 1e-6
     x, t, a = torch.randn(1, 2, 4, 8, 8), torch.rand(1, 2), torch.randn(1, 2, 2)
     anchor = torch.randn(1, 2, 4, 8, 8)
     with torch.no_grad():

@@ -153,7 +153,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 # -- caching ------------------------------------------------------------------------------------------
-@torch.compiler.disable  # Inductor's grid_sample is 5-6x slower than the eager kernel on CPUs (64 worlds: 22 against 4 ms)
 def warp(frames: torch.Tensor, flow: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
     """``frames`` (B, T, C, H, W) resampled along ``flow`` (B, T, 2, H, W), in fp32: the
     value at pixel p is the frame's at p - flow(p) (``mode`` bicubic or bilinear, edges
@@ -167,6 +166,15 @@ def warp(frames: torch.Tensor, flow: torch.Tensor, mode: str = "bicubic") -> tor
     grid = grid - f * torch.tensor([2 / w, 2 / h], device=flow.device)
     out = F.grid_sample(rearrange(frames.float(), "b t c h w -> (b t) c h w"), grid, mode=mode, padding_mode="border", align_corners=False)
     return rearrange(out, "(b t) c h w -> b t c h w", b=b)
+
+
+_warp_eager = torch.compiler.disable(warp)  # on a CPU, outside a compiled graph: Inductor's grid_sample is 5-6x
+# slower there than PyTorch's own kernel (64 worlds: 22 against 4 ms); on a GPU it stays in the graph
+
+
+def warp_frames(frames: torch.Tensor, flow: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
+    """:func:`warp`, kept out of a ``torch.compile`` graph on a CPU."""
+    return (_warp_eager if frames.device.type == "cpu" else warp)(frames, flow, mode)
 
 
 class KVCache:
@@ -475,8 +483,8 @@ class DiT(nn.Module):
         neighbours' (divided by the weights' sum, so the frame's edges are weighed alike)."""
         _, ph, pw = self.config.patch
         b, t = x.shape[:2]
-        win = self.flow_window.to(x.dtype)
-        cols = rearrange(x, "b t n (k kh kw) -> (b t) k kh kw n", k=2, kh=2 * ph) * win[:, :, None]
+        win = self.flow_window  # fp32, and so the blend: warp resamples in fp32
+        cols = rearrange(x.float(), "b t n (k kh kw) -> (b t) k kh kw n", k=2, kh=2 * ph) * win[:, :, None]
         fold = dict(output_size=(h, w), kernel_size=(2 * ph, 2 * pw), stride=(ph, pw), padding=(ph // 2, pw // 2))
         flow = F.fold(rearrange(cols, "bt k kh kw n -> bt (k kh kw) n"), **fold)  # (BT, 2, H, W)
         weight = F.fold(win.reshape(1, -1, 1).expand(1, -1, x.shape[2]), **fold)  # (1, 1, H, W)
@@ -618,7 +626,7 @@ class DiT(nn.Module):
                 out = res
             else:
                 base = a[:, :, :c] if anchor_base is None else anchor_base.to(dev)  # the frame an anchored difference is taken from
-                moved = warp(base, flow, self.config.warp_mode) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
+                moved = warp_frames(base, flow, self.config.warp_mode) - base.float()  # (B, T, C, H, W) the anchor moved along the flow, as a difference
                 out = torch.where(flag[:, :, None, None, None], res + moved.to(res.dtype), res)
         if self.config.pixel_head:
             parts = [out, x.to(out.dtype)]  # x: the frame's (scaled) input

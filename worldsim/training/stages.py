@@ -70,7 +70,13 @@ class DiTStageConfig:
         text = typed(TextConfig, options.get("text"), "text")
         # The DiT's own checks now (its latent channels come from the autoencoder later): a bad
         # model.* value is refused before any data is generated or an autoencoder trained.
-        typed(DiTConfig, {**model, "latent_channels": 3, "text_dim": text.dim}, "model")
-        return cls(autoencoder=str(options.get("autoencoder", "identity")), model=dict(model),
-                   text=text, flow=typed(FlowConfig, options.get("flow"), "flow"))
+        dit = typed(DiTConfig, {**model, "latent_channels": 3, "text_dim": text.dim}, "model")
+        flow = typed(FlowConfig, options.get("flow"), "flow")
+        if dit.warp and flow.prediction != "sample":
+            raise ValueError("model.warp predicts an anchored frame as its anchor moved: it needs flow.prediction=sample (the clean difference)")
+        if flow.motion_weight > 0 and not dit.warp:
+            raise ValueError("flow.motion_weight trains the flow of model.warp: set model.warp=true (or flow.motion_weight=0)")
+        if flow.simulator_share > 0 and dit.patch[0] != 1:
+            raise ValueError(f"flow.simulator_share > 0 trains frame by frame: it needs model.patch[0] = 1, got {dit.patch}")
+        return cls(autoencoder=str(options.get("autoencoder", "identity")), model=dict(model), text=text, flow=flow)
 
