@@ -15,9 +15,9 @@ def context(seed=0, k=3):
     return rng.integers(0, 256, (2, k, 32, 32, 3), dtype=np.uint8)
 
 
-def rollout(sim, steps=4, seed=0, k=3):
+def rollout(sim, steps=4, seed=0, k=3, prompt="two balls bounce"):
     gens = [torch.Generator().manual_seed(seed + i) for i in range(2)]
-    frames = [sim.reset(context(seed, k), "two balls bounce", gens)]
+    frames = [sim.reset(context(seed, k), prompt, gens)]
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         frames.append(sim.step(rng.uniform(-1, 1, (2, 2)).astype(np.float32)))
@@ -124,8 +124,11 @@ def test_stepping_without_decoding_gives_latents_and_decodes_on_demand(tiny_worl
 
 def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world):
     """A compiled simulator traces one graph per kind of DiT call; as the ring fills and
-    turns (a rollout past the window) and for a new rollout, nothing recompiles."""
-    eager = rollout(LearnedSimulator(str(tiny_world), precision="fp32", window=3), steps=8)
+    turns (a rollout past the window), for a new rollout and for a prompt of another
+    length (captions are padded to a few lengths), nothing recompiles."""
+    longer = "a red ball and a blue ball bounce in a box"  # 11 tokens against 3: the same bucket of 16
+    eager_sim = LearnedSimulator(str(tiny_world), precision="fp32", window=3)
+    eager, eager_longer = rollout(eager_sim, steps=8), rollout(eager_sim, steps=4, prompt=longer)
     sim = LearnedSimulator(str(tiny_world), precision="fp32", window=3, compile=True)
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
     try:
@@ -140,9 +143,12 @@ def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world):
         for _ in range(7):
             frames.append(sim.step(rng.uniform(-1, 1, (2, 2)).astype(np.float32)))
         again = rollout(sim, steps=4)
+        other = rollout(sim, steps=4, prompt=longer)
+    assert sim.compiled  # a recompile would have fallen back to eager, with a warning
     compiled = np.stack(frames, 1)
     assert np.abs(compiled.astype(int) - eager).max() <= 2
     assert np.abs(again.astype(int) - eager[:, :5]).max() <= 2
+    assert np.abs(other.astype(int) - eager_longer).max() <= 2
 
 
 def test_a_compiler_that_fails_falls_back_to_eager(tiny_world, monkeypatch):

@@ -31,8 +31,22 @@ from worldsim.diffusion.flow import add_noise, velocity_from
 from worldsim.diffusion.sampling import GUIDANCE_ROWS, SamplerConfig, combine_guidance, guidance_drops, ode_step, time_grid, uses_guidance
 from worldsim.frames import to_model, to_uint8
 from worldsim.models.dit import TextState
+from worldsim.models.text import pad_text, text_bucket
 from worldsim.models.world import load_world
 from worldsim.runtime import autocast, compute_dtype, resolve_device, resolve_precision
+
+
+def inference_compile_options(device: torch.device) -> dict[str, Any]:
+    """Inductor's options for stepping a compiled DiT: on a CPU, the weights frozen into
+    the graph (constants: linear layers prepacked for oneDNN and fused with what follows
+    them) and the graph called from generated C++ rather than Python (a small model's
+    step is mostly per-kernel overhead). One world, bundled model, 4 sampler steps, this
+    machine kind: 22.6 ms a step with the defaults, 15.4 with these (README, "Speed").
+    Sound here because the simulator never trains: its weights do not change after it
+    is made. On a GPU, the defaults."""
+    if device.type != "cpu":
+        return {}
+    return {"freezing": True, "cpp_wrapper": True}
 
 
 class LearnedSimulator:
@@ -93,7 +107,7 @@ class LearnedSimulator:
             try:
                 # One static graph per kind of call (store, compute, both): frame indices and
                 # the cache's ring state are tensors, so nothing recompiles as a rollout goes on.
-                self._dit = torch.compile(self.model.dit, dynamic=False)
+                self._dit = torch.compile(self.model.dit, dynamic=False, options=inference_compile_options(self.device))
                 self.compiled = True
             except Exception as e:  # no compiler here (a CPU without a C++ toolchain, an old Python)
                 warnings.warn(f"torch.compile is unavailable ({type(e).__name__}: {e}); stepping the eager model", stacklevel=2)
@@ -249,6 +263,9 @@ class LearnedSimulator:
 
     def _text(self, prompts: list[str], branches: int) -> TextState:
         tokens, mask, pooled = self.model.encode_text(prompts)
+        if self.compiled:  # a few text lengths, not one a prompt: a new prompt does not recompile
+            length = text_bucket(tokens.shape[1], self.tokenizer.max_length)
+            tokens, mask, pooled = pad_text((tokens, mask, pooled), length)
         if branches == 1:
             return self.model.dit.text_state(tokens, mask, pooled)
         text_drop, _ = guidance_drops(len(prompts), self.device)  # the guidance rows of diffusion.sampling

@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from worldsim.sim.captions import VOCABULARY
@@ -117,3 +118,23 @@ class TextEncoder(nn.Module):
         ids, mask = ids.to(self.pos.device), mask.to(self.pos.device)
         tokens, pooled = self(ids, mask)
         return tokens, mask, pooled
+
+
+def pad_text(text: Any, length: int) -> Any:
+    """Caption tokens (B, L, D), mask (B, L), pooled (B, D) padded with masked tokens
+    to ``length``: the same cross-attention, at one shape whatever the captions (a
+    compiled DiT then meets one text length, not one a caption)."""
+    if not isinstance(text, tuple) or text[0].shape[1] >= length:
+        return text
+    tokens, mask, pooled = text
+    extra = length - tokens.shape[1]
+    return (F.pad(tokens, (0, 0, 0, extra)), F.pad(mask, (0, extra), value=False), pooled)
+
+
+def text_bucket(length: int, max_length: int, smallest: int = 16) -> int:
+    """The padded length for captions of ``length`` tokens: the next power of two from
+    ``smallest``, at most ``max_length`` (a handful of shapes, not one a caption)."""
+    bucket = smallest
+    while bucket < length:
+        bucket *= 2
+    return max(length, min(bucket, max_length))

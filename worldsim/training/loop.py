@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
@@ -42,6 +41,7 @@ from tqdm import tqdm
 from worldsim.atomic import atomic_write_text
 from worldsim.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint, step_checkpoints
 from worldsim.data.dataset import ClipDataset
+from worldsim.models.text import pad_text
 from worldsim.runtime import autocast, flop_counter, resolve_device, resolve_precision, seeded_generator
 from worldsim.training.autoencoder import AutoencoderStage
 from worldsim.training.dit import DiTStage
@@ -243,16 +243,6 @@ def unwrap(module: nn.Module) -> nn.Module:
             module = module._orig_mod  # torch.compile
         else:
             return module
-
-
-def pad_text(text: Any, length: int) -> Any:
-    """Caption tokens (B, L, D), mask (B, L), pooled (B, D) padded with masked tokens
-    to ``length``: the same cross-attention, at one shape whatever the captions."""
-    if not isinstance(text, tuple) or text[0].shape[1] >= length:
-        return text
-    tokens, mask, pooled = text
-    extra = length - tokens.shape[1]
-    return (F.pad(tokens, (0, 0, 0, extra)), F.pad(mask, (0, extra), value=False), pooled)
 
 
 def compile_model(module: nn.Module) -> nn.Module:
