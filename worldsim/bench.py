@@ -247,6 +247,39 @@ def matmul_flops_per_s(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
+def attention_flops_per_s(batch: int, heads: int, queries: int, keys: int, head_dim: int, dtype: Any, repeats: int = 5) -> float:
+    """PyTorch's attention kernel's throughput at one shape (queries and keys per row,
+    an additive mask as the KV cache passes), counted as the model's FLOPs count it
+    (every query against every key): what this machine's kernel does at the shapes a
+    model has, where a short head width keeps it far below the matrix-product peak."""
+    q = torch.randn(batch, heads, queries, head_dim, dtype=dtype)
+    k, v = torch.randn(batch, heads, keys, head_dim, dtype=dtype), torch.randn(batch, heads, keys, head_dim, dtype=dtype)
+    mask = torch.zeros(1, 1, queries, keys, dtype=dtype)
+    torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        best = min(best, time.perf_counter() - t0)
+    return 4 * batch * heads * queries * keys * head_dim / best
+
+
+_KERNEL_KINDS = (("attention", ("scaled_dot_product", "flash_attention")), ("matmul", ("addmm", "::mm", "bmm", "linear", "matmul")),
+                 ("warp", ("grid_sampler",)))
+
+
+def time_shares(events: Any) -> dict[str, float]:
+    """Self CPU time of a profile's operators, as shares of their sum, by kind:
+    attention kernels, matrix products, the warp's resampling, and every other operator
+    (element-wise work, copies, casts, their dispatch)."""
+    totals = {kind: 0.0 for kind, _ in _KERNEL_KINDS} | {"other": 0.0}
+    for e in events:
+        kind = next((k for k, names in _KERNEL_KINDS if any(n in e.key for n in names)), "other")
+        totals[kind] += e.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {k: round(v / whole, 3) for k, v in totals.items()}
+
+
 def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     """Throughput of a DiT training step (forward, backward, optimizer) at 64x64.
 
@@ -451,10 +484,17 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     and frames/s with the KV cache, and per step the time in the DiT, in decoding, and
     in the rest (Python and small operations), the model FLOPs per step (counted by
     ``torch.utils.flop_counter``) and the FLOP/s reached against the matrix-product peak
-    of the precision used measured in the same run; compiled (``torch.compile``) against
-    eager for one world and for ``--worlds`` (with the compile time); for one world, the
-    cache against recomputing the window and stepping without decoding (``decode=False``); and peak memory at 10% and 100% of a long
-    rollout. The model is ``--checkpoint`` (default: the bundled reference model), or
+    of the precision used measured in the same run. Of those FLOPs, the attention
+    kernels' are counted apart and the kernel's own rate at the step's self-attention
+    shape is measured in the same run: ``kernel_limit_ms`` is the step at the matmul
+    peak for the rest and at that rate for attention (a model with short heads is
+    bounded by its attention kernel long before the matmul peak), ``of_kernel_limit``
+    the share of it reached. For ``--worlds``, the DiT's operator time by kind
+    (attention, matmul, warp, other: ``torch.profiler``). Compiled (``torch.compile``)
+    against eager for one world and for ``--worlds`` (with the compile time); the cache
+    against recomputing the window for one world (eager and compiled) and for 8
+    (eager); stepping without decoding (``decode=False``); and peak memory at 10% and
+    100% of a long rollout. The model is ``--checkpoint`` (default: the bundled reference model), or
     with ``--model NAME`` an untrained model of that size (speed does not depend on
     the weights)."""
     tmp = Path(tempfile.mkdtemp(prefix="worldsim-bench-"))
@@ -495,25 +535,45 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                     "dit_ms": round(1000 * t["dit_s"] / n, 2), "decode_ms": round(1000 * t["decode_s"] / n, 2),
                     "other_ms": round(1000 * (t["step_s"] - t["dit_s"] - t["decode_s"]) / n, 2)}
 
-        def step_flops(sim: LearnedSimulator, worlds: int) -> float:
+        def step_flops(sim: LearnedSimulator, worlds: int) -> tuple[float, float]:
+            """A step's model FLOPs, and of them the attention kernels'."""
             start(sim, worlds)
             counter = flop_counter()
             with counter:
                 sim.step(np.zeros((worlds, 2), np.float32))
-            return float(counter.get_total_flops())
+            ops = counter.get_flop_counts().get("Global", {})
+            return float(counter.get_total_flops()), float(sum(v for op, v in ops.items() if "scaled_dot_product" in str(op)))
 
         sim = LearnedSimulator(checkpoint, sampler=sampler)
-        peak = {"bf16": matmul_flops_per_s(torch.bfloat16), "fp32": matmul_flops_per_s(torch.float32)}[sim.precision]
+        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[sim.precision]
+        peak = matmul_flops_per_s(dtype)
+        dit = sim.model.dit.config
         worlds = {}
         for n in sorted({1, 8, args.worlds}):
             r = timed(sim, n, args.single_steps if n == 1 else args.batched_steps)
-            flops = step_flops(sim, n)
+            flops, attention = step_flops(sim, n)
+            cache = sim._state["cache"]
+            # the kernel's rate at this step's own self-attention shape (a frame's queries against the whole ring)
+            attention_rate = attention_flops_per_s(n * sim._state["branches"], dit.heads, cache.tokens, (cache.window + 1) * cache.tokens,
+                                                   dit.dim // dit.heads, dtype)
+            limit_s = (flops - attention) / peak + attention / attention_rate
             r["model_flops_per_step"] = flops
+            r["attention_flops_per_step"] = attention
             r["flops_per_s"] = round(flops / (r["ms_per_step"] / 1000) / 1e9, 2) * 1e9
             r["flops_over_peak"] = round(r["flops_per_s"] / peak, 3)
+            r["attention_kernel_flops_per_s"] = round(attention_rate / 1e9, 1) * 1e9
+            r["kernel_limit_ms"] = round(1000 * limit_s, 2)
+            r["of_kernel_limit"] = round(1000 * limit_s / r["ms_per_step"], 3)
             worlds[str(n)] = r
         single = worlds["1"]
-        recompute = timed(LearnedSimulator(checkpoint, sampler=sampler, use_cache=False), 1, max(5, args.single_steps // 3))
+        start(sim, args.worlds)  # where a batched step's time goes, by kind of kernel
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(2):
+                sim.step(np.zeros((args.worlds, 2), np.float32))
+        worlds[str(args.worlds)]["time_shares"] = time_shares(prof.key_averages())
+        recompute_sim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False)
+        recompute = timed(recompute_sim, 1, max(5, args.single_steps // 3))
+        recompute_8 = timed(recompute_sim, 8, max(3, args.batched_steps // 3))
         latent = timed(sim, 1, args.single_steps, decode=False)
         compiled: dict[str, Any] = {}
         if args.compile:
@@ -529,7 +589,15 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                         break
                     r["compile_s"] = round(compile_s, 1)
                     r["speedup_over_eager"] = round(worlds[str(n)]["ms_per_step"] / r["ms_per_step"], 2)
+                    r["of_kernel_limit"] = round(worlds[str(n)]["kernel_limit_ms"] / r["ms_per_step"], 3)
                     compiled[str(n)] = r
+                if csim.compiled:  # the cache against recomputing, both compiled
+                    rsim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False, compile=True)
+                    timed(rsim, 1, 1)
+                    r = timed(rsim, 1, max(5, args.single_steps // 3))
+                    if rsim.compiled:
+                        compiled["recomputed_window_single"] = r
+                        compiled["kv_cache_speedup"] = round(r["ms_per_step"] / compiled["1"]["ms_per_step"], 2)
             except Exception as e:  # a compiler that fails here is reported, not fatal
                 compiled = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
         start(sim, 1)
@@ -549,8 +617,10 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "steps_per_s_single": single["steps_per_s"],
             f"frames_per_s_{args.worlds}_worlds": worlds[str(args.worlds)]["frames_per_s"],
             "kv_cache_speedup": round(recompute["ms_per_step"] / single["ms_per_step"], 2),
+            "kv_cache_speedup_8_worlds": round(recompute_8["ms_per_step"] / worlds["8"]["ms_per_step"], 2),
             "worlds": worlds,
             "recomputed_window_single": recompute,
+            "recomputed_window_8_worlds": recompute_8,
             "latents_only_single": latent,
             "compiled": compiled or None,  # per number of worlds, with the compile time and the speedup over eager
             "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,

@@ -37,13 +37,13 @@ from worldsim.runtime import autocast, compute_dtype, resolve_device, resolve_pr
 
 
 def inference_compile_options(device: torch.device) -> dict[str, Any]:
-    """Inductor's options for stepping a compiled DiT: on a CPU, the weights frozen into
+    """Inductor's settings for stepping a compiled DiT: on a CPU, the weights frozen into
     the graph (constants: linear layers prepacked for oneDNN and fused with what follows
     them) and the graph called from generated C++ rather than Python (a small model's
-    step is mostly per-kernel overhead). One world, bundled model, 4 sampler steps, this
-    machine kind: 22.6 ms a step with the defaults, 15.4 with these (README, "Speed").
-    Sound here because the simulator never trains: its weights do not change after it
-    is made. On a GPU, the defaults."""
+    step is mostly per-kernel overhead). Sound here because the simulator never trains:
+    its weights do not change after it is made. On a GPU, the defaults. Applied around
+    each compiled call with ``torch._inductor.config.patch`` (where compiling happens),
+    not as ``torch.compile(options=...)``, which in torch 2.13 leaves freezing off."""
     if device.type != "cpu":
         return {}
     return {"freezing": True, "cpp_wrapper": True}
@@ -103,11 +103,12 @@ class LearnedSimulator:
         self.timings = {"dit_s": 0.0, "decode_s": 0.0, "step_s": 0.0, "steps": 0}
         self._dit: Any = self.model.dit
         self.compiled = False  # whether steps run the compiled DiT (False again if compiling fails at the first call)
+        self._inductor_config = inference_compile_options(self.device)
         if compile:
             try:
                 # One static graph per kind of call (store, compute, both): frame indices and
                 # the cache's ring state are tensors, so nothing recompiles as a rollout goes on.
-                self._dit = torch.compile(self.model.dit, dynamic=False, options=inference_compile_options(self.device))
+                self._dit = torch.compile(self.model.dit, dynamic=False)
                 self.compiled = True
             except Exception as e:  # no compiler here (a CPU without a C++ toolchain, an old Python)
                 warnings.warn(f"torch.compile is unavailable ({type(e).__name__}: {e}); stepping the eager model", stacklevel=2)
@@ -342,7 +343,8 @@ class LearnedSimulator:
             out = self._dit(*args, **kwargs)
         else:
             try:
-                out = self._dit(*args, **kwargs)
+                with torch._inductor.config.patch(self._inductor_config):
+                    out = self._dit(*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as e:  # compiling failed (no C++ compiler, ...): before any work was done
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); stepping the eager model", stacklevel=3)
                 self._dit, self.compiled = self.model.dit, False
