@@ -122,7 +122,7 @@ def test_stepping_without_decoding_gives_latents_and_decodes_on_demand(tiny_worl
     assert sim.timings["steps"] > 0 and sim.timings["dit_s"] > 0
 
 
-def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world):
+def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world, monkeypatch):
     """A compiled simulator traces one graph per kind of DiT call; as the ring fills and
     turns (a rollout past the window), for a new rollout and for a prompt of another
     length (captions are padded to a few lengths), nothing recompiles."""
@@ -131,10 +131,16 @@ def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world):
     eager, eager_longer = rollout(eager_sim, steps=8), rollout(eager_sim, steps=4, prompt=longer)
     sim = LearnedSimulator(str(tiny_world), precision="fp32", window=3, compile=True)
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    # Dynamo's own limit on graphs a function, set below the simulator's three: other
+    # compiled models of a process must not turn this one eager (the simulator raises it)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
     try:
         frames = [sim.reset(context(0, 3), "two balls bounce", gens)]
         rng = np.random.default_rng(0)
         frames.append(sim.step(rng.uniform(-1, 1, (2, 2)).astype(np.float32)))  # compiles: store, store + compute, compute
+    except torch._dynamo.exc.FailOnRecompileLimitHit:
+        raise  # the simulator let Dynamo's limit turn it eager: a failure, not a missing compiler
     except Exception as e:  # no working compiler on this machine
         pytest.skip(f"torch.compile does not run here: {type(e).__name__}")
     if not sim.compiled:

@@ -35,6 +35,8 @@ from worldsim.models.text import pad_text, text_bucket
 from worldsim.models.world import load_world
 from worldsim.runtime import autocast, compute_dtype, resolve_device, resolve_precision
 
+RECOMPILE_LIMIT = 64  # graphs of the DiT's forward in one process (torch's default: 8), see _call_dit
+
 
 def inference_compile_options(device: torch.device) -> dict[str, Any]:
     """Inductor's settings for stepping a compiled DiT: on a CPU, the weights frozen into
@@ -343,7 +345,10 @@ class LearnedSimulator:
             out = self._dit(*args, **kwargs)
         else:
             try:
-                with torch._inductor.config.patch(self._inductor_config):
+                # Dynamo's recompile limit (8) counts the graphs of DiT.forward over every model in
+                # the process: three kinds of call a batch size, more when recomputing the window
+                # (one a history length), so a second or third compiled simulator would step eager.
+                with torch._inductor.config.patch(self._inductor_config), torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                     out = self._dit(*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as e:  # compiling failed (no C++ compiler, ...): before any work was done
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); stepping the eager model", stacklevel=3)
