@@ -299,14 +299,20 @@ class SelfAttention(nn.Module):
         layer: int,
         store: bool,
         compute: bool,
+        queries: int | None = None,
     ) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or with ``queries`` the last that many tokens' outputs
+        (every token's keys and values still enter the cache)."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)  # each (B, h, L, hd)
-        q, k = apply_rope(rms_norm(self.q_norm, q), *rope), apply_rope(rms_norm(self.k_norm, k), *rope)
+        rope_q = rope
+        if queries:  # the last tokens' queries alone
+            q, rope_q = q[:, :, -queries:], (rope[0][-queries:], rope[1][-queries:])
+        q, k = apply_rope(rms_norm(self.q_norm, q), *rope_q), apply_rope(rms_norm(self.k_norm, k), *rope)
         if cache is None:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, L, hd)
         else:  # every frame's queries against the whole ring, masked to the frames it sees
             kb, vb, kv_mask = cache.attend(layer, k, v, store=store, compute=compute)
-            o = F.scaled_dot_product_attention(q, kb, vb, attn_mask=kv_mask)
+            o = F.scaled_dot_product_attention(q, kb, vb, attn_mask=kv_mask[:, :, -queries:] if queries else kv_mask)
         return self.out(rearrange(o, "b h l d -> b l (h d)"))
 
 
@@ -372,11 +378,14 @@ class Block(nn.Module):
         layer: int,
         store: bool,
         compute: bool,
+        keep: int | None = None,  # only the last `keep` frames' outputs are wanted (their keys and values: all frames')
     ) -> torch.Tensor:
-        t = x.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, :, None].chunk(6, dim=-1)  # each (B, T, 1, D)
         h = self.norm1(x) * (1 + scale1) + shift1  # (B, T, N, D)
-        h = self.attn(rearrange(h, "b t n d -> b (t n) d"), rope, mask, cache, layer, store, compute)  # (B, T*N, D)
+        if keep is not None:  # from here on, the kept frames alone: (B, keep, ...)
+            x, gate1, shift2, scale2, gate2 = (y[:, -keep:] for y in (x, gate1, shift2, scale2, gate2))
+        t, queries = x.shape[1], None if keep is None else keep * x.shape[2]
+        h = self.attn(rearrange(h, "b t n d -> b (t n) d"), rope, mask, cache, layer, store, compute, queries)  # (B, T*N, D)
         x = x + gate1 * rearrange(h, "b (t n) d -> b t n d", t=t)
         h = self.cross(rearrange(self.norm2(x), "b t n d -> b (t n) d"), text_kv, text_mask)  # (B, T*N, D)
         x = x + rearrange(h, "b (t n) d -> b t n d", t=t)
@@ -536,7 +545,7 @@ class DiT(nn.Module):
         action_drop: torch.Tensor | None = None,  # (B,) bool
         cache: KVCache | None = None,
         frame_offset: int | torch.Tensor = 0,  # index of x's first latent frame (after the cached ones); an int or a () long tensor
-        append: bool = False,  # store x's first frame in the cache (x: that frame alone, or it and the next frame to compute)
+        append: bool = False,  # store x's first frame in the cache (x: that frame alone, or it and the next frame to compute: then the output is the computed frame's alone)
         anchor: torch.Tensor | None = None,  # (B, T, m*C, H, W) each anchored frame's last m frames, newest (its base) first
         anchored: torch.Tensor | None = None,  # (B, T) bool: which frames are anchored (default: all, if anchor is given)
         anchor_t: torch.Tensor | None = None,  # (B, T) the noise level each anchor frame was given (default 0)
@@ -605,10 +614,21 @@ class DiT(nn.Module):
             mask = frame_mask.to(dev).repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T'N, T'N)
         elif cache is None and causal and tt > 1:  # several frames: each sees itself and the earlier ones
             mask = q_frames[:, None] >= q_frames[None, :]  # (T'N, T'N)
+        # A call that stores a frame and computes the next returns the computed frame alone:
+        # the stored frame's keys and values are all that is wanted of it, so the last block
+        # takes its queries, cross-attention and MLP for the computed frame only, and nothing
+        # after the blocks sees the stored one.
+        keep = 1 if cache is not None and store and compute else None
         for i, block in enumerate(self.blocks):
-            z = block(z, cond, state.kv[i], state.mask, rope, mask, cache, i, store, compute)
+            z = block(z, cond, state.kv[i], state.mask, rope, mask, cache, i, store, compute, keep if i == len(self.blocks) - 1 else None)
         if cache is not None and append:
             cache.advance()
+        if keep is not None:  # the computed frame's inputs alone from here on
+            cond, x = cond[:, -keep:], x[:, -keep:]
+            if self.config.anchor:
+                flag, a = flag[:, -keep:], a[:, -keep:]
+            if anchor_base is not None:
+                anchor_base = anchor_base[:, -keep:]
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
         if self.config.flow_overlap:  # the residual's patches, then the flow blended over overlapping windows
