@@ -63,8 +63,10 @@ class LearnedSimulator:
       context_noise: noise level of frames in the cache (default: the sampler's).
       use_cache: False recomputes the whole window at every denoising step instead
         of caching keys and values (the same result, slower: for comparison).
-      compile: ``torch.compile`` the DiT's per-frame call (static shapes); where
-        compiling fails the eager module is used, with a warning.
+      compile: ``torch.compile`` the DiT's per-frame call (static shapes; on a CPU
+        with the weights frozen into the graph: :func:`inference_compile_options`, so
+        weights changed after the first step are not seen); where compiling fails the
+        eager module is used, with a warning.
 
     ``timings`` accumulates seconds spent in the DiT, in decoding and in all of
     ``step`` (the rest is Python and small operations), and the steps taken.
