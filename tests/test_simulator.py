@@ -1,11 +1,13 @@
 """The learned simulator: determinism, the KV cache, flat memory, bad input."""
 
+import json
 import resource
 
 import numpy as np
 import pytest
 import torch
 
+from worldsim import bench
 from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.simulator import LearnedSimulator
 
@@ -201,3 +203,23 @@ def test_bad_actions_and_calls_are_refused(tiny_world):
         sim.reset(np.zeros((1, 2, 16, 16, 3), np.uint8), "a ball", [torch.Generator()])
     sim.reset(None, "a zorgly ball", [torch.Generator()], batch_size=1)
     assert sim.unknown_words == [["zorgly"]]
+
+
+def test_the_step_benchmark_says_where_the_time_goes(tiny_world, capsys):
+    """bench step: per number of worlds, the attention FLOPs apart from the rest, the
+    kernel limit and the share of it reached; for the batch, the time by kind of kernel;
+    the cache against recomputing for one world and for 8."""
+    bench.main(["--threads", "1", "step", "--checkpoint", str(tiny_world), "--no-compile", "--long-steps", "0",
+                "--single-steps", "2", "--batched-steps", "1", "--worlds", "2"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["bench"] == "step" and set(out["worlds"]) == {"1", "2", "8"}
+    for r in out["worlds"].values():
+        assert 0 < r["attention_flops_per_step"] < r["model_flops_per_step"]
+        assert r["attention_kernel_flops_per_s"] > 0 and r["kernel_limit_ms"] > 0
+        assert r["of_kernel_limit"] == pytest.approx(r["kernel_limit_ms"] / r["ms_per_step"], abs=2e-3)
+    shares = out["worlds"]["2"]["time_shares"]
+    assert set(shares) == {"attention", "matmul", "warp", "other"} and shares["attention"] > 0 and shares["matmul"] > 0
+    assert sum(shares.values()) == pytest.approx(1.0, abs=0.01)
+    assert out["kv_cache_speedup"] > 0 and out["kv_cache_speedup_8_worlds"] > 0
+    assert out["recomputed_window_8_worlds"]["frames_per_s"] > 0
+    assert (out["fp32_single"] is not None) == (out["precision"] == "bf16")

@@ -493,7 +493,8 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     (attention, matmul, warp, other: ``torch.profiler``). Compiled (``torch.compile``)
     against eager for one world and for ``--worlds`` (with the compile time); the cache
     against recomputing the window for one world (eager and compiled) and for 8
-    (eager); stepping without decoding (``decode=False``); and peak memory at 10% and
+    (eager); stepping without decoding (``decode=False``); on a bf16 machine, one world
+    in fp32 (cached, and its cache against recomputing); and peak memory at 10% and
     100% of a long rollout. The model is ``--checkpoint`` (default: the bundled reference model), or
     with ``--model NAME`` an untrained model of that size (speed does not depend on
     the weights)."""
@@ -575,6 +576,11 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
         recompute = timed(recompute_sim, 1, max(5, args.single_steps // 3))
         recompute_8 = timed(recompute_sim, 8, max(3, args.batched_steps // 3))
         latent = timed(sim, 1, args.single_steps, decode=False)
+        fp32_single = None
+        if sim.precision == "bf16":  # one world's small products and casts: bf16 autocast can cost more than it saves
+            fp32_single = timed(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32"), 1, args.single_steps)
+            fp32_recompute = timed(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32", use_cache=False), 1, max(5, args.single_steps // 3))
+            fp32_single["kv_cache_speedup"] = round(fp32_recompute["ms_per_step"] / fp32_single["ms_per_step"], 2)
         compiled: dict[str, Any] = {}
         if args.compile:
             try:
@@ -622,6 +628,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "recomputed_window_single": recompute,
             "recomputed_window_8_worlds": recompute_8,
             "latents_only_single": latent,
+            "fp32_single": fp32_single,  # bf16 machines: one world in fp32, cached and against recomputing the window
             "compiled": compiled or None,  # per number of worlds, with the compile time and the speedup over eager
             "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,
             "rollout_steps": args.long_steps,

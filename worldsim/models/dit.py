@@ -309,7 +309,7 @@ class SelfAttention(nn.Module):
             q, rope_q = q[:, :, -queries:], (rope[0][-queries:], rope[1][-queries:])
         q, k = apply_rope(rms_norm(self.q_norm, q), *rope_q), apply_rope(rms_norm(self.k_norm, k), *rope)
         if cache is None:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, L, hd)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[-queries:] if queries and mask is not None else mask)  # (B, h, L, hd)
         else:  # every frame's queries against the whole ring, masked to the frames it sees
             kb, vb, kv_mask = cache.attend(layer, k, v, store=store, compute=compute)
             o = F.scaled_dot_product_attention(q, kb, vb, attn_mask=kv_mask[:, :, -queries:] if queries else kv_mask)
