@@ -213,13 +213,13 @@ def test_the_step_benchmark_says_where_the_time_goes(tiny_world, capsys):
                 "--single-steps", "2", "--batched-steps", "1", "--worlds", "2"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["bench"] == "step" and set(out["worlds"]) == {"1", "2", "8"}
-    for r in out["worlds"].values():
+    for n, r in out["worlds"].items():
         assert 0 < r["attention_flops_per_step"] < r["model_flops_per_step"]
-        assert r["attention_kernel_flops_per_s"] > 0 and r["kernel_limit_ms"] > 0
-        assert r["of_kernel_limit"] == pytest.approx(r["kernel_limit_ms"] / r["ms_per_step"], abs=2e-3)
+        assert r["model_flops_per_step"] == pytest.approx(int(n) * out["worlds"]["1"]["model_flops_per_step"], rel=1e-6)
+        assert 0 < r["kernel_limit_ms"] < r["ms_per_step"] * 5 and r["attention_kernel_flops_per_s"] > 0
     shares = out["worlds"]["2"]["time_shares"]
     assert set(shares) == {"attention", "matmul", "warp", "other"} and shares["attention"] > 0 and shares["matmul"] > 0
     assert sum(shares.values()) == pytest.approx(1.0, abs=0.01)
-    assert out["kv_cache_speedup"] > 0 and out["kv_cache_speedup_8_worlds"] > 0
-    assert out["recomputed_window_8_worlds"]["frames_per_s"] > 0
+    recomputed = out["recomputed_window_8_worlds"]
+    assert out["kv_cache_speedup_8_worlds"] == pytest.approx(recomputed["ms_per_step"] / out["worlds"]["8"]["ms_per_step"], abs=0.01)
     assert (out["fp32_single"] is not None) == (out["precision"] == "bf16")

@@ -234,44 +234,57 @@ def bench_autoencoder(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def matmul_flops_per_s(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
+def matmul_flops_per_s(dtype: Any, n: int = 2048, repeats: int = 5, device: Any = "cpu") -> float:
     """Dense matrix-product throughput of this machine for a dtype (the peak a model
-    could reach), measured on an (n x n) @ (n x n) product."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    could reach), measured on an (n x n) @ (n x n) product on ``device``."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
 
-def attention_flops_per_s(batch: int, heads: int, queries: int, keys: int, head_dim: int, dtype: Any, repeats: int = 5) -> float:
+def attention_flops_per_s(
+    batch: int, heads: int, queries: int, keys: int, head_dim: int, dtype: Any, device: Any = "cpu", repeats: int = 5
+) -> float:
     """PyTorch's attention kernel's throughput at one shape (queries and keys per row,
     an additive mask as the KV cache passes), counted as the model's FLOPs count it
     (every query against every key): what this machine's kernel does at the shapes a
     model has, where a short head width keeps it far below the matrix-product peak."""
-    q = torch.randn(batch, heads, queries, head_dim, dtype=dtype)
-    k, v = torch.randn(batch, heads, keys, head_dim, dtype=dtype), torch.randn(batch, heads, keys, head_dim, dtype=dtype)
-    mask = torch.zeros(1, 1, queries, keys, dtype=dtype)
+    shape = (batch, heads, queries, head_dim)
+    q = torch.randn(shape, dtype=dtype, device=device)
+    k, v = (torch.randn(batch, heads, keys, head_dim, dtype=dtype, device=device) for _ in range(2))
+    mask = torch.zeros(1, 1, queries, keys, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 4 * batch * heads * queries * keys * head_dim / best
 
 
-_KERNEL_KINDS = (("attention", ("scaled_dot_product", "flash_attention")), ("matmul", ("addmm", "::mm", "bmm", "linear", "matmul")),
-                 ("warp", ("grid_sampler",)))
+_KERNEL_KINDS = (
+    ("attention", ("scaled_dot_product", "flash_attention")),
+    ("matmul", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul", "_linear_pointwise")),
+    ("warp", ("grid_sampler",)),
+)
 
 
 def time_shares(events: Any) -> dict[str, float]:
-    """Self CPU time of a profile's operators, as shares of their sum, by kind:
-    attention kernels, matrix products, the warp's resampling, and every other operator
-    (element-wise work, copies, casts, their dispatch)."""
+    """Self CPU time of a profile's operators (a whole step's: the DiT's and the
+    decoder's), as shares of their sum, by kind: attention kernels, matrix products,
+    the warp's resampling, and every other operator (element-wise work, copies, casts,
+    their dispatch)."""
     totals = {kind: 0.0 for kind, _ in _KERNEL_KINDS} | {"other": 0.0}
     for e in events:
         kind = next((k for k, names in _KERNEL_KINDS if any(n in e.key for n in names)), "other")
@@ -522,9 +535,9 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             frames = rng.integers(0, 256, (worlds, 4, sim.height, sim.width, 3), dtype=np.uint8)
             sim.reset(frames, prompt, [torch.Generator().manual_seed(i) for i in range(worlds)])
 
-        def timed(sim: LearnedSimulator, worlds: int, steps: int, *, decode: bool = True) -> dict[str, float]:
+        def timed(sim: LearnedSimulator, worlds: int, steps: int, *, decode: bool = True, warmup: int = 2) -> dict[str, float]:
             start(sim, worlds)
-            for _ in range(2):  # warm up (and fill the cache's first slots)
+            for _ in range(warmup):  # warm up (and fill the cache's first slots; recomputing: the whole window)
                 sim.step(np.zeros((worlds, 2), np.float32), decode=decode)
             sim.timings = {k: 0.0 for k in sim.timings}
             for _ in range(steps):
@@ -547,7 +560,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
 
         sim = LearnedSimulator(checkpoint, sampler=sampler)
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[sim.precision]
-        peak = matmul_flops_per_s(dtype)
+        peak = matmul_flops_per_s(dtype, device=sim.device)
         dit = sim.model.dit.config
         worlds = {}
         for n in sorted({1, 8, args.worlds}):
@@ -555,8 +568,9 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             flops, attention = step_flops(sim, n)
             cache = sim._state["cache"]
             # the kernel's rate at this step's own self-attention shape (a frame's queries against the whole ring)
+            # (cross-attention is priced at this rate too; over a short text it is slower per FLOP, so the limit errs low)
             attention_rate = attention_flops_per_s(n * sim._state["branches"], dit.heads, cache.tokens, (cache.window + 1) * cache.tokens,
-                                                   dit.dim // dit.heads, dtype)
+                                                   dit.dim // dit.heads, dtype, sim.device)
             limit_s = (flops - attention) / peak + attention / attention_rate
             r["model_flops_per_step"] = flops
             r["attention_flops_per_step"] = attention
@@ -567,19 +581,22 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             r["of_kernel_limit"] = round(1000 * limit_s / r["ms_per_step"], 3)
             worlds[str(n)] = r
         single = worlds["1"]
-        start(sim, args.worlds)  # where a batched step's time goes, by kind of kernel
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            for _ in range(2):
-                sim.step(np.zeros((args.worlds, 2), np.float32))
-        worlds[str(args.worlds)]["time_shares"] = time_shares(prof.key_averages())
+        if sim.device.type == "cpu":  # where a batched step's time goes, by kind of kernel
+            start(sim, args.worlds)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                for _ in range(2):
+                    sim.step(np.zeros((args.worlds, 2), np.float32))
+            worlds[str(args.worlds)]["time_shares"] = time_shares(prof.key_averages())
         recompute_sim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False)
-        recompute = timed(recompute_sim, 1, max(5, args.single_steps // 3))
-        recompute_8 = timed(recompute_sim, 8, max(3, args.batched_steps // 3))
+        # warmed until the window is full: every timed step recomputes all of it
+        recompute = timed(recompute_sim, 1, max(5, args.single_steps // 3), warmup=recompute_sim.window)
+        recompute_8 = timed(recompute_sim, 8, max(3, args.batched_steps // 3), warmup=recompute_sim.window)
         latent = timed(sim, 1, args.single_steps, decode=False)
         fp32_single = None
         if sim.precision == "bf16":  # one world's small products and casts: bf16 autocast can cost more than it saves
             fp32_single = timed(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32"), 1, args.single_steps)
-            fp32_recompute = timed(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32", use_cache=False), 1, max(5, args.single_steps // 3))
+            fp32_recompute = timed(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32", use_cache=False), 1,
+                                   max(5, args.single_steps // 3), warmup=sim.window)
             fp32_single["kv_cache_speedup"] = round(fp32_recompute["ms_per_step"] / fp32_single["ms_per_step"], 2)
         compiled: dict[str, Any] = {}
         if args.compile:
@@ -597,15 +614,17 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                     r["speedup_over_eager"] = round(worlds[str(n)]["ms_per_step"] / r["ms_per_step"], 2)
                     r["of_kernel_limit"] = round(worlds[str(n)]["kernel_limit_ms"] / r["ms_per_step"], 3)
                     compiled[str(n)] = r
-                if csim.compiled:  # the cache against recomputing, both compiled
+            except Exception as e:  # a compiler that fails here is reported, not fatal
+                compiled = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+            if "1" in compiled:  # the cache against recomputing, both compiled (one graph a history length)
+                try:
                     rsim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False, compile=True)
-                    timed(rsim, 1, rsim.window)  # one graph a history length, until the window is full
-                    r = timed(rsim, 1, max(5, args.single_steps // 3))
+                    r = timed(rsim, 1, max(5, args.single_steps // 3), warmup=rsim.window)
                     if rsim.compiled:
                         compiled["recomputed_window_single"] = r
                         compiled["kv_cache_speedup"] = round(r["ms_per_step"] / compiled["1"]["ms_per_step"], 2)
-            except Exception as e:  # a compiler that fails here is reported, not fatal
-                compiled = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+                except Exception as e:
+                    compiled["recomputed_window_single"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
         start(sim, 1)
         marks = []
         for i in range(args.long_steps):

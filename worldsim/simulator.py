@@ -350,7 +350,9 @@ class LearnedSimulator:
                 # Dynamo's recompile limit (8) counts the graphs of DiT.forward over every model in
                 # the process: three kinds of call a batch size, more when recomputing the window
                 # (one a history length), so a second or third compiled simulator would step eager.
-                with torch._inductor.config.patch(self._inductor_config), torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                with torch._inductor.config.patch(self._inductor_config), torch._dynamo.config.patch(
+                    recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
+                ):
                     out = self._dit(*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as e:  # compiling failed (no C++ compiler, ...): before any work was done
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); stepping the eager model", stacklevel=3)

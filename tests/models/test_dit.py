@@ -199,11 +199,12 @@ def test_kv_cached_stepping_matches_the_whole_sequence():
     assert window.k[0].shape[2] == 3 * 16  # slot 0 for the frame being computed, two for the past
 
 
-def test_storing_a_frame_and_computing_the_next_in_one_call_is_two_calls():
+@pytest.mark.parametrize("config", [{}, {"pixel_head": 8}, {"noise_input": "signal"}])
+def test_storing_a_frame_and_computing_the_next_in_one_call_is_two_calls(config):
     """The simulator stores a finished frame in the first denoising call of the next:
     the same keys and values, the same new frame, as a storing call and then a computing one
     (the call returns the computed frame alone: the stored one's output is never computed)."""
-    dit = model()
+    dit = model(**config)
     x, t, a = torch.randn(2, 6, 4, 8, 8), torch.rand(2, 6), torch.randn(2, 6, 2)
     with torch.no_grad():
         apart, together = KVCache(len(dit.blocks), window=3), KVCache(len(dit.blocks), window=3)

@@ -623,12 +623,13 @@ class DiT(nn.Module):
             z = block(z, cond, state.kv[i], state.mask, rope, mask, cache, i, store, compute, keep if i == len(self.blocks) - 1 else None)
         if cache is not None and append:
             cache.advance()
-        if keep is not None:  # the computed frame's inputs alone from here on
-            cond, x = cond[:, -keep:], x[:, -keep:]
+        if keep is not None:  # the computed frame's inputs alone from here on (cond per latent frame, the rest per frame)
+            raw = keep * pt
+            cond, x = cond[:, -keep:], x[:, -raw:]
             if self.config.anchor:
-                flag, a = flag[:, -keep:], a[:, -keep:]
+                flag, a = flag[:, -raw:], a[:, -raw:]
             if anchor_base is not None:
-                anchor_base = anchor_base[:, -keep:]
+                anchor_base = anchor_base[:, -raw:]
         shift, scale = self.final_modulation(cond)[:, :, None].chunk(2, dim=-1)  # (B, T', 1, D)
         out = self.final(self.final_norm(z) * (1 + scale) + shift)  # (B, T', N, P)
         if self.config.flow_overlap:  # the residual's patches, then the flow blended over overlapping windows
