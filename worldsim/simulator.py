@@ -35,7 +35,7 @@ from worldsim.models.text import pad_text, text_bucket
 from worldsim.models.world import load_world
 from worldsim.runtime import autocast, compute_dtype, resolve_device, resolve_precision
 
-RECOMPILE_LIMIT = 64  # graphs of the DiT's forward in one process (torch's default: 8), see _call_dit
+RECOMPILE_LIMIT = 64  # graphs of the DiT's forward in one process (torch's default: 8), see LearnedSimulator.__init__
 
 
 def inference_compile_options(device: torch.device) -> dict[str, Any]:
@@ -107,7 +107,14 @@ class LearnedSimulator:
         self.timings = {"dit_s": 0.0, "decode_s": 0.0, "step_s": 0.0, "steps": 0}
         self._dit: Any = self.model.dit
         self.compiled = False  # whether steps run the compiled DiT (False again if compiling fails at the first call)
-        self._inductor_config = inference_compile_options(self.device)
+        # Inductor's settings and a recompile limit above Dynamo's 8 (which counts the graphs of
+        # DiT.forward over every model in the process: three kinds of call a batch size, more
+        # when recomputing the window, so a second compiled simulator would step eager), made
+        # once and entered around each compiled call (making them costs more than the entering)
+        self._compile_settings = (
+            torch._inductor.config.patch(inference_compile_options(self.device)),
+            torch._dynamo.config.patch(recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)),
+        )
         if compile:
             try:
                 # One static graph per kind of call (store, compute, both): frame indices and
@@ -347,12 +354,8 @@ class LearnedSimulator:
             out = self._dit(*args, **kwargs)
         else:
             try:
-                # Dynamo's recompile limit (8) counts the graphs of DiT.forward over every model in
-                # the process: three kinds of call a batch size, more when recomputing the window
-                # (one a history length), so a second or third compiled simulator would step eager.
-                with torch._inductor.config.patch(self._inductor_config), torch._dynamo.config.patch(
-                    recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
-                ):
+                inductor, dynamo = self._compile_settings
+                with inductor, dynamo:
                     out = self._dit(*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as e:  # compiling failed (no C++ compiler, ...): before any work was done
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); stepping the eager model", stacklevel=3)

@@ -301,15 +301,15 @@ class SelfAttention(nn.Module):
         compute: bool,
         queries: int | None = None,
     ) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D), or with ``queries`` the last that many tokens' outputs
-        (every token's keys and values still enter the cache)."""
+        """(B, L, D) -> (B, L, D), or with ``queries`` (a KV cache call) the last that many
+        tokens' outputs (every token's keys and values still enter the cache)."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)  # each (B, h, L, hd)
         rope_q = rope
         if queries:  # the last tokens' queries alone
             q, rope_q = q[:, :, -queries:], (rope[0][-queries:], rope[1][-queries:])
         q, k = apply_rope(rms_norm(self.q_norm, q), *rope_q), apply_rope(rms_norm(self.k_norm, k), *rope)
         if cache is None:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[-queries:] if queries and mask is not None else mask)  # (B, h, L, hd)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, L, hd)
         else:  # every frame's queries against the whole ring, masked to the frames it sees
             kb, vb, kv_mask = cache.attend(layer, k, v, store=store, compute=compute)
             o = F.scaled_dot_product_attention(q, kb, vb, attn_mask=kv_mask[:, :, -queries:] if queries else kv_mask)
