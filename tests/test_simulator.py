@@ -217,6 +217,13 @@ def test_the_step_benchmark_says_where_the_time_goes(tiny_world, capsys):
         assert 0 < r["attention_flops_per_step"] < r["model_flops_per_step"]
         assert r["model_flops_per_step"] == pytest.approx(int(n) * out["worlds"]["1"]["model_flops_per_step"], rel=1e-6)
         assert 0 < r["kernel_limit_ms"] < r["ms_per_step"] * 5 and r["attention_kernel_flops_per_s"] > 0
+        # the arithmetic limit: the FLOPs at the peak plus a softmax for each attention weight (a score of the head width)
+        head_width = 16  # the tiny world's
+        assert r["attention_weights_per_step"] == pytest.approx(r["attention_flops_per_step"] / (4 * head_width))
+        expect = 1000 * (r["model_flops_per_step"] / out["matmul_peak_flops_per_s"] + r["attention_weights_per_step"] / out["softmax_elements_per_s"])
+        assert r["arithmetic_limit_ms"] == pytest.approx(expect, rel=0.02, abs=0.006)  # (printed to 0.01 ms)
+        assert r["of_arithmetic_limit"] == pytest.approx(expect / r["ms_per_step"], rel=0.02, abs=0.002)
+        assert r["frames_per_s_at_arithmetic_limit"] == pytest.approx(1000 * int(n) / expect, rel=0.02)
     shares = out["worlds"]["2"]["time_shares"]
     assert set(shares) == {"attention", "matmul", "warp", "other"} and shares["attention"] > 0 and shares["matmul"] > 0
     assert sum(shares.values()) == pytest.approx(1.0, abs=0.01)

@@ -273,6 +273,27 @@ def attention_flops_per_s(
     return 4 * batch * heads * queries * keys * head_dim / best
 
 
+def softmax_elements_per_s(length: int, device: Any = "cpu", repeats: int = 5) -> float:
+    """This machine's softmax throughput, in elements a second, over fp32 rows of
+    ``length`` (an attention row's keys) held in cache: the rate at which any attention
+    kernel turns scores into weights (PyTorch's take their softmax in fp32 whatever the
+    inputs' dtype). With few multiply-adds a score (a short head), this, not the
+    matrix-product peak, bounds attention."""
+    x = torch.randn(max(1, (1 << 18) // length), length, device=device)  # 1 MiB: a kernel's tile stays in cache too
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    calls = 10
+    torch.softmax(x, -1)
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            torch.softmax(x, -1)
+        sync()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return x.numel() / best
+
+
 _KERNEL_KINDS = (
     ("attention", ("scaled_dot_product", "flash_attention")),
     ("matmul", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul", "_linear_pointwise")),
@@ -502,7 +523,11 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     shape is measured in the same run: ``kernel_limit_ms`` is the step at the matmul
     peak for the rest and at that rate for attention (a model with short heads is
     bounded by its attention kernel long before the matmul peak), ``of_kernel_limit``
-    the share of it reached. For ``--worlds``, the DiT's operator time by kind
+    the share of it reached. ``arithmetic_limit_ms`` is the step's arithmetic itself: every
+    FLOP at the matmul peak plus every attention weight through a softmax at this
+    machine's measured rate (``softmax_elements_per_s``), what no kernel can beat; with
+    ``frames_per_s_at_arithmetic_limit`` and ``of_arithmetic_limit``, the share of it
+    reached. For ``--worlds``, the DiT's operator time by kind
     (attention, matmul, warp, other: ``torch.profiler``). Compiled (``torch.compile``)
     against eager for one world and for ``--worlds`` (with the compile time); the cache
     against recomputing the window for one world (eager and compiled) and for 8
@@ -561,6 +586,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
         sim = LearnedSimulator(checkpoint, sampler=sampler)
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[sim.precision]
         peak = matmul_flops_per_s(dtype, device=sim.device)
+        softmax_rate = 0.0  # measured at the first batch, over a row of the cache's keys
         dit = sim.model.dit.config
         worlds = {}
         for n in sorted({1, 8, args.worlds}):
@@ -571,7 +597,12 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             # (cross-attention is priced at this rate too; over a short text it is slower per FLOP, so the limit errs low)
             attention_rate = attention_flops_per_s(n * sim._state["branches"], dit.heads, cache.tokens, (cache.window + 1) * cache.tokens,
                                                    dit.dim // dit.heads, dtype, sim.device)
+            softmax_rate = softmax_rate or softmax_elements_per_s((cache.window + 1) * cache.tokens, sim.device)
             limit_s = (flops - attention) / peak + attention / attention_rate
+            # the arithmetic itself: every FLOP at the matmul peak, and every attention weight (a score: 4 x head width
+            # FLOPs, its product with the query and with the value) through a softmax at this machine's rate
+            weights = attention / (4 * (dit.dim // dit.heads))
+            arithmetic_s = flops / peak + weights / softmax_rate
             r["model_flops_per_step"] = flops
             r["attention_flops_per_step"] = attention
             r["flops_per_s"] = round(flops / (r["ms_per_step"] / 1000) / 1e9, 2) * 1e9
@@ -579,6 +610,10 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             r["attention_kernel_flops_per_s"] = round(attention_rate / 1e9, 1) * 1e9
             r["kernel_limit_ms"] = round(1000 * limit_s, 2)
             r["of_kernel_limit"] = round(1000 * limit_s / r["ms_per_step"], 3)
+            r["attention_weights_per_step"] = weights
+            r["arithmetic_limit_ms"] = round(1000 * arithmetic_s, 2)
+            r["frames_per_s_at_arithmetic_limit"] = round(n / arithmetic_s, 1)
+            r["of_arithmetic_limit"] = round(1000 * arithmetic_s / r["ms_per_step"], 3)
             worlds[str(n)] = r
         single = worlds["1"]
         if sim.device.type == "cpu":  # where a batched step's time goes, by kind of kernel
@@ -613,6 +648,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                     r["compile_s"] = round(compile_s, 1)
                     r["speedup_over_eager"] = round(worlds[str(n)]["ms_per_step"] / r["ms_per_step"], 2)
                     r["of_kernel_limit"] = round(worlds[str(n)]["kernel_limit_ms"] / r["ms_per_step"], 3)
+                    r["of_arithmetic_limit"] = round(worlds[str(n)]["arithmetic_limit_ms"] / r["ms_per_step"], 3)
                     compiled[str(n)] = r
             except Exception as e:  # a compiler that fails here is reported, not fatal
                 compiled = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
@@ -650,6 +686,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "fp32_single": fp32_single,  # bf16 machines: one world in fp32, cached and against recomputing the window
             "compiled": compiled or None,  # per number of worlds, with the compile time and the speedup over eager
             "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,
+            "softmax_elements_per_s": round(softmax_rate / 1e6, 1) * 1e6,
             "rollout_steps": args.long_steps,
             "peak_memory_mib_at_10_percent": round(marks[0] / 1024, 1) if marks else None,  # --long-steps 0: not measured
             "peak_memory_mib_at_end": round(marks[-1] / 1024, 1) if marks else None,
