@@ -9,7 +9,7 @@ import torch
 
 from worldsim import bench
 from worldsim.diffusion.sampling import SamplerConfig
-from worldsim.simulator import LearnedSimulator
+from worldsim.simulator import RECOMPILE_LIMIT, LearnedSimulator, inference_compile_options
 
 
 def context(seed=0, k=3):
@@ -171,6 +171,31 @@ def test_a_compiler_that_fails_falls_back_to_eager(tiny_world, monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile failed"):
         frames = rollout(sim, steps=2)
     assert not sim.compiled and np.array_equal(frames, eager)
+
+
+def test_compiled_calls_run_under_the_inference_settings(tiny_world, monkeypatch):
+    """Every compiled DiT call on a CPU runs with the weights frozen, the C++ wrapper and
+    the raised recompile limit in force (Inductor reads them where it compiles: inside
+    the call), and leaves the process's own settings as they were."""
+    seen = []
+
+    def recording(module, **kwargs):
+        def call(*args, **kw):
+            seen.append((torch._inductor.config.freezing, torch._inductor.config.cpp_wrapper, torch._dynamo.config.recompile_limit))
+            return module(*args, **kw)
+        return call
+
+    monkeypatch.setattr(torch, "compile", recording)
+    before = (torch._inductor.config.freezing, torch._inductor.config.cpp_wrapper, torch._dynamo.config.recompile_limit)
+    sim = LearnedSimulator(str(tiny_world), precision="fp32", compile=True)
+    frames = rollout(sim, steps=2)
+    eager = rollout(LearnedSimulator(str(tiny_world), precision="fp32"), steps=2)
+    assert sim.compiled and np.array_equal(frames, eager)
+    options = inference_compile_options(sim.device)  # on a CPU: freezing and the C++ wrapper
+    assert sim.device.type != "cpu" or options == {"freezing": True, "cpp_wrapper": True}
+    want = (options.get("freezing", before[0]), options.get("cpp_wrapper", before[1]), max(RECOMPILE_LIMIT, before[2]))
+    assert len(seen) >= 3 and all(s == want for s in seen)
+    assert (torch._inductor.config.freezing, torch._inductor.config.cpp_wrapper, torch._dynamo.config.recompile_limit) == before
 
 
 def test_long_rollouts_stay_finite_in_flat_memory(tiny_world):

@@ -45,7 +45,9 @@ def inference_compile_options(device: torch.device) -> dict[str, Any]:
     step is mostly per-kernel overhead). Sound here because the simulator never trains:
     its weights do not change after it is made. On a GPU, the defaults. Applied around
     each compiled call with ``torch._inductor.config.patch`` (where compiling happens),
-    not as ``torch.compile(options=...)``, which in torch 2.13 leaves freezing off."""
+    not as ``torch.compile(options=...)``, which in torch 2.13 leaves freezing off. The
+    cost: the prepacked weights cannot be pickled, so Inductor's on-disk cache skips
+    these graphs and every process compiles them anew (about a minute on two cores)."""
     if device.type != "cpu":
         return {}
     return {"freezing": True, "cpp_wrapper": True}
