@@ -275,10 +275,10 @@ def attention_flops_per_s(
 
 def softmax_elements_per_s(length: int, device: Any = "cpu", repeats: int = 5) -> float:
     """This machine's softmax throughput, in elements a second, over fp32 rows of
-    ``length`` (an attention row's keys) held in cache: the rate at which any attention
-    kernel turns scores into weights (PyTorch's take their softmax in fp32 whatever the
-    inputs' dtype). With few multiply-adds a score (a short head), this, not the
-    matrix-product peak, bounds attention."""
+    ``length`` (an attention row's keys) held in cache: about the rate at which an
+    attention kernel turns scores into weights (PyTorch's take their softmax in fp32
+    whatever the inputs' dtype). With few multiply-adds a score (a short head), this, not
+    the matrix-product peak, bounds attention."""
     x = torch.randn(max(1, (1 << 18) // length), length, device=device)  # 1 MiB: a kernel's tile stays in cache too
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     calls = 10
@@ -523,11 +523,12 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     shape is measured in the same run: ``kernel_limit_ms`` is the step at the matmul
     peak for the rest and at that rate for attention (a model with short heads is
     bounded by its attention kernel long before the matmul peak), ``of_kernel_limit``
-    the share of it reached. ``arithmetic_limit_ms`` is the step's arithmetic itself: every
-    FLOP at the matmul peak plus every attention weight through a softmax at this
-    machine's measured rate (``softmax_elements_per_s``), what no kernel can beat; with
-    ``frames_per_s_at_arithmetic_limit`` and ``of_arithmetic_limit``, the share of it
-    reached. For ``--worlds``, the DiT's operator time by kind
+    the share of it reached. ``arithmetic_limit_ms`` prices the step's arithmetic itself
+    at this machine's measured rates, one after the other: every FLOP at the matmul peak,
+    every attention weight through a softmax at ``softmax_elements_per_s``; an estimate
+    of what a perfect kernel could do (one overlapping the two, or taking exponentials
+    faster than PyTorch's softmax, could do somewhat better). With it
+    ``frames_per_s_at_arithmetic_limit`` and ``of_arithmetic_limit``, the share reached. For ``--worlds``, the DiT's operator time by kind
     (attention, matmul, warp, other: ``torch.profiler``). Compiled (``torch.compile``)
     against eager for one world and for ``--worlds`` (with the compile time); the cache
     against recomputing the window for one world (eager and compiled) and for 8
