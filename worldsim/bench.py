@@ -208,12 +208,7 @@ def bench_autoencoder(args: argparse.Namespace) -> dict[str, Any]:
             ae.encode(video), ae.decode(latent)  # warm up
             timing = {}
             for what, fn, x in (("encode", ae.encode, video), ("decode", ae.decode, latent)):
-                best = float("inf")
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    fn(x)
-                    best = min(best, time.perf_counter() - t0)
-                timing[f"{what}_frames_per_s"] = round(args.batch / best, 1)
+                timing[f"{what}_frames_per_s"] = round(args.batch / best_seconds(lambda: fn(x), args.repeats), 1)
         results[precision] = timing
     auto = resolve_precision("auto", torch.device("cpu"))
     return {
@@ -234,20 +229,32 @@ def bench_autoencoder(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def matmul_flops_per_s(dtype: Any, n: int = 2048, repeats: int = 5, device: Any = "cpu") -> float:
-    """Dense matrix-product throughput of this machine for a dtype (the peak a model
-    could reach), measured on an (n x n) @ (n x n) product on ``device``."""
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+def _failure(e: Exception) -> dict[str, str]:
+    """An error a benchmark reports instead of a figure: its kind and first line."""
+    return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+
+
+def best_seconds(fn: Any, repeats: int, device: Any = "cpu", calls: int = 1) -> float:
+    """The fastest of ``repeats`` timings of ``fn()`` (each the mean of ``calls`` calls),
+    waiting for a GPU's queued work around each; warm ``fn`` up first."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    a @ b
     best = float("inf")
     for _ in range(repeats):
         sync()
         t0 = time.perf_counter()
-        a @ b
+        for _ in range(calls):
+            fn()
         sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return best
+
+
+def matmul_flops_per_s(dtype: Any, n: int = 2048, repeats: int = 5, device: Any = "cpu") -> float:
+    """Dense matrix-product throughput of this machine for a dtype (the peak a model
+    could reach), measured on an (n x n) @ (n x n) product on ``device``."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    a @ b
+    return 2 * n**3 / best_seconds(lambda: a @ b, repeats, device)
 
 
 def attention_flops_per_s(
@@ -261,16 +268,9 @@ def attention_flops_per_s(
     q = torch.randn(shape, dtype=dtype, device=device)
     k, v = (torch.randn(batch, heads, keys, head_dim, dtype=dtype, device=device) for _ in range(2))
     mask = torch.zeros(1, 1, queries, keys, dtype=dtype, device=device)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return 4 * batch * heads * queries * keys * head_dim / best
+    attend = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # noqa: E731
+    attend()
+    return 4 * batch * heads * queries * keys * head_dim / best_seconds(attend, repeats, device)
 
 
 def softmax_elements_per_s(length: int, device: Any = "cpu", repeats: int = 5) -> float:
@@ -281,18 +281,8 @@ def softmax_elements_per_s(length: int, device: Any = "cpu", repeats: int = 5) -
     which a fused kernel keeps in its tiles, so it errs slow. With few multiply-adds a
     score (a short head), this, not the matrix-product peak, bounds attention."""
     x = torch.randn(max(1, (1 << 18) // length), length, device=device)  # 1 MiB: a kernel's tile stays in cache too
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    calls = 10
     torch.softmax(x, -1)
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            torch.softmax(x, -1)
-        sync()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return x.numel() / best
+    return x.numel() / best_seconds(lambda: torch.softmax(x, -1), repeats, device, calls=10)
 
 
 _KERNEL_KINDS = (
@@ -655,7 +645,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                     r["of_arithmetic_limit"] = round(1000 * limits[n][1] / r["ms_per_step"], 3)
                     compiled[str(n)] = r
             except Exception as e:  # a compiler that fails here is reported, not fatal
-                compiled = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+                compiled = _failure(e)
             if "1" in compiled:  # the cache against recomputing, both compiled (one graph a history length)
                 try:
                     rsim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False, compile=True)
@@ -664,7 +654,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                         compiled["recomputed_window_single"] = r
                         compiled["kv_cache_speedup"] = round(r["ms_per_step"] / compiled["1"]["ms_per_step"], 2)
                 except Exception as e:
-                    compiled["recomputed_window_single"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+                    compiled["recomputed_window_single"] = _failure(e)
         start(sim, 1)
         marks = []
         for i in range(args.long_steps):
