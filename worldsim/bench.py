@@ -249,6 +249,25 @@ def best_seconds(fn: Any, repeats: int, device: Any = "cpu", calls: int = 1) -> 
     return best
 
 
+@dataclasses.dataclass
+class _Run:
+    """A simulator stepped for timing: ``worlds`` worlds, ``steps`` timed steps in all
+    (spread over the rounds), after ``warmup`` untimed ones."""
+
+    sim: LearnedSimulator
+    worlds: int
+    steps: int
+    decode: bool = True
+    warmup: int = 2
+
+
+def round_ratio(slow: dict[str, Any], fast: dict[str, Any]) -> float:
+    """How many times faster ``fast`` steps than ``slow``, two timings taken together
+    in alternating rounds: the median over rounds of the ratio within a round (where
+    the host was in the same phase for both), not the ratio of the medians."""
+    return round(float(np.median([s / f for s, f in zip(slow["ms_per_step_rounds"], fast["ms_per_step_rounds"], strict=True)])), 2)
+
+
 def matmul_flops_per_s(dtype: Any, n: int = 2048, repeats: int = 5, device: Any = "cpu") -> float:
     """Dense matrix-product throughput of this machine for a dtype (the peak a model
     could reach), measured on an (n x n) @ (n x n) product on ``device``."""
@@ -524,8 +543,12 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     against eager for one world and for ``--worlds`` (with the compile time); the cache
     against recomputing the window for one world (eager and compiled) and for 8
     (eager); stepping without decoding (``decode=False``); on a bf16 machine, one world
-    in fp32 (cached, and its cache against recomputing); and peak memory at 10% and
-    100% of a long rollout. The model is ``--checkpoint`` (default: the bundled reference model), or
+    in fp32 (cached, its cache against recomputing, and its speed against bf16); and peak memory at 10% and
+    100% of a long rollout. Runs compared by a ratio (the cache against recomputing,
+    compiled against eager, with and without decoding) are timed together, in
+    ``--rounds`` alternating rounds: a host's slow phase then slows both alike, and
+    each ratio is the median of the ratios within a round (``ms_per_step_rounds`` lists
+    a run's rounds; its figures are the medians). The model is ``--checkpoint`` (default: the bundled reference model), or
     with ``--model NAME`` an untrained model of that size (speed does not depend on
     the weights)."""
     tmp = Path(tempfile.mkdtemp(prefix="worldsim-bench-"))
@@ -552,19 +575,37 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             frames = rng.integers(0, 256, (worlds, 4, sim.height, sim.width, 3), dtype=np.uint8)
             sim.reset(frames, prompt, [torch.Generator().manual_seed(i) for i in range(worlds)])
 
-        def timed(sim: LearnedSimulator, worlds: int, steps: int, *, decode: bool = True, warmup: int = 2) -> dict[str, float]:
-            start(sim, worlds)
-            for _ in range(warmup):  # warm up (and fill the cache's first slots; recomputing: the whole window)
-                sim.step(np.zeros((worlds, 2), np.float32), decode=decode)
-            sim.timings = {k: 0.0 for k in sim.timings}
-            for _ in range(steps):
-                sim.step(rng.uniform(-1, 1, (worlds, 2)).astype(np.float32), decode=decode)
-            t = sim.timings
-            n = max(1, t["steps"])
-            per = t["step_s"] / n
-            return {"steps_per_s": round(1 / per, 2), "frames_per_s": round(worlds / per, 1), "ms_per_step": round(1000 * per, 2),
-                    "dit_ms": round(1000 * t["dit_s"] / n, 2), "decode_ms": round(1000 * t["decode_s"] / n, 2),
-                    "other_ms": round(1000 * (t["step_s"] - t["dit_s"] - t["decode_s"]) / n, 2)}
+        def together(*runs: _Run) -> list[dict[str, Any]]:
+            """Time each run (its own simulator, reset and warmed up first) in ``--rounds``
+            alternating rounds, the order reversed every other round (ABBA): a slow phase of
+            the host then slows every run alike, and a ratio of two runs is taken round by
+            round (:func:`round_ratio`). Each run's figures are the medians over its rounds;
+            ``ms_per_step_rounds`` lists the rounds."""
+            if len({id(r.sim) for r in runs}) != len(runs):
+                raise ValueError("runs timed together need a simulator each")
+            for r in runs:
+                start(r.sim, r.worlds)
+                for _ in range(r.warmup):  # warm up (and fill the cache's first slots; recomputing: the whole window)
+                    r.sim.step(np.zeros((r.worlds, 2), np.float32), decode=r.decode)
+            rounds: list[list[dict[str, float]]] = [[] for _ in runs]
+            for i in range(max(1, args.rounds)):
+                for j in range(len(runs))[:: 1 if i % 2 == 0 else -1]:
+                    r = runs[j]
+                    r.sim.timings = {k: 0.0 for k in r.sim.timings}
+                    for _ in range(max(1, round(r.steps / max(1, args.rounds)))):
+                        r.sim.step(rng.uniform(-1, 1, (r.worlds, 2)).astype(np.float32), decode=r.decode)
+                    t = r.sim.timings
+                    n = max(1, t["steps"])
+                    rounds[j].append({"step": 1000 * t["step_s"] / n, "dit": 1000 * t["dit_s"] / n, "decode": 1000 * t["decode_s"] / n})
+            out = []
+            for r, rs in zip(runs, rounds):
+                ms = {k: float(np.median([x[k] for x in rs])) for k in ("step", "dit", "decode")}
+                per = ms["step"] / 1000
+                out.append({"steps_per_s": round(1 / per, 2), "frames_per_s": round(r.worlds / per, 1), "ms_per_step": round(ms["step"], 2),
+                            "dit_ms": round(ms["dit"], 2), "decode_ms": round(ms["decode"], 2),
+                            "other_ms": round(float(np.median([x["step"] - x["dit"] - x["decode"] for x in rs])), 2),
+                            "ms_per_step_rounds": [round(x["step"], 2) for x in rs]})
+            return out
 
         def step_flops(sim: LearnedSimulator, worlds: int) -> tuple[float, float]:
             """A step's model FLOPs, and of them the attention kernels'."""
@@ -580,10 +621,30 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
         peak = matmul_flops_per_s(dtype, device=sim.device)
         softmax_rate = 0.0  # measured at the first batch, over a row of the cache's keys
         dit = sim.model.dit.config
+        recompute_sim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False)
+        single_steps, batched_steps = args.single_steps, args.batched_steps
+        # what a ratio is taken of, timed together (recomputing warmed up until the window is full: every
+        # timed step recomputes all of it): one world cached, recomputing, and stepped without decoding
+        # (another simulator); on a bf16 machine, one world in fp32 (one world's small products and casts:
+        # bf16 autocast can cost more than it saves), cached and recomputing; 8 worlds cached and recomputing
+        runs = [_Run(sim, 1, single_steps), _Run(recompute_sim, 1, max(5, single_steps // 3), warmup=sim.window),
+                _Run(LearnedSimulator(checkpoint, sampler=sampler), 1, single_steps, decode=False)]
+        if sim.precision == "bf16":
+            runs += [_Run(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32"), 1, single_steps),
+                     _Run(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32", use_cache=False), 1,
+                          max(5, single_steps // 3), warmup=sim.window)]
+        single, recompute, latent, *fp32 = together(*runs)
+        fp32_single = None
+        if fp32:
+            fp32_single = fp32[0] | {"kv_cache_speedup": round_ratio(fp32[1], fp32[0]), "speedup_over_bf16": round_ratio(single, fp32[0])}
+        eight, recompute_8 = together(_Run(sim, 8, batched_steps), _Run(recompute_sim, 8, max(3, batched_steps // 3), warmup=sim.window))
+        timings = {1: single, 8: eight}
+        if args.worlds not in timings:
+            timings[args.worlds] = together(_Run(sim, args.worlds, batched_steps))[0]
         worlds = {}
         limits: dict[int, tuple[float, float]] = {}  # per number of worlds: the kernel and arithmetic limits (s), unrounded
-        for n in sorted({1, 8, args.worlds}):
-            r = timed(sim, n, args.single_steps if n == 1 else args.batched_steps)
+        for n in sorted(timings):
+            r = timings[n]
             flops, attention = step_flops(sim, n)
             cache = sim._state["cache"]
             # the kernel's rate at this step's own self-attention shape (a frame's queries against the whole ring)
@@ -616,31 +677,24 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(2):
                     sim.step(np.zeros((args.worlds, 2), np.float32))
             worlds[str(args.worlds)]["time_shares"] = time_shares(prof.key_averages())
-        recompute_sim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False)
-        # warmed until the window is full: every timed step recomputes all of it
-        recompute = timed(recompute_sim, 1, max(5, args.single_steps // 3), warmup=recompute_sim.window)
-        recompute_8 = timed(recompute_sim, 8, max(3, args.batched_steps // 3), warmup=recompute_sim.window)
-        latent = timed(sim, 1, args.single_steps, decode=False)
-        fp32_single = None
-        if sim.precision == "bf16":  # one world's small products and casts: bf16 autocast can cost more than it saves
-            fp32_single = timed(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32"), 1, args.single_steps)
-            fp32_recompute = timed(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32", use_cache=False), 1,
-                                   max(5, args.single_steps // 3), warmup=sim.window)
-            fp32_single["kv_cache_speedup"] = round(fp32_recompute["ms_per_step"] / fp32_single["ms_per_step"], 2)
         compiled: dict[str, Any] = {}
         if args.compile:
             try:
                 csim = LearnedSimulator(checkpoint, sampler=sampler, compile=True)
                 for n in sorted({1, args.worlds}):
                     tic = time.perf_counter()
-                    timed(csim, n, 1)  # compile (one graph per kind of call and batch size)
+                    start(csim, n)
+                    for _ in range(3):  # compile (one graph per kind of call and batch size)
+                        csim.step(np.zeros((n, 2), np.float32))
                     compile_s = time.perf_counter() - tic
-                    r = timed(csim, n, args.single_steps if n == 1 else args.batched_steps)
                     if not csim.compiled:
                         compiled = {"error": "compiling failed; the simulator fell back to eager (see the warning)"}
                         break
+                    steps = single_steps if n == 1 else batched_steps
+                    r, eager = together(_Run(csim, n, steps), _Run(sim, n, steps))  # against eager, in the same rounds
                     r["compile_s"] = round(compile_s, 1)
-                    r["speedup_over_eager"] = round(worlds[str(n)]["ms_per_step"] / r["ms_per_step"], 2)
+                    r["eager_ms_per_step"] = eager["ms_per_step"]
+                    r["speedup_over_eager"] = round_ratio(eager, r)
                     r["of_kernel_limit"] = round(1000 * limits[n][0] / r["ms_per_step"], 3)
                     r["of_arithmetic_limit"] = round(1000 * limits[n][1] / r["ms_per_step"], 3)
                     compiled[str(n)] = r
@@ -649,10 +703,13 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             if "1" in compiled:  # the cache against recomputing, both compiled (one graph a history length)
                 try:
                     rsim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False, compile=True)
-                    r = timed(rsim, 1, max(5, args.single_steps // 3), warmup=rsim.window)
+                    start(rsim, 1)
+                    for _ in range(rsim.window + 1):  # compile (one graph a history length)
+                        rsim.step(np.zeros((1, 2), np.float32))
                     if rsim.compiled:
-                        compiled["recomputed_window_single"] = r
-                        compiled["kv_cache_speedup"] = round(r["ms_per_step"] / compiled["1"]["ms_per_step"], 2)
+                        r, cached = together(_Run(rsim, 1, max(5, single_steps // 3), warmup=rsim.window), _Run(csim, 1, single_steps))
+                        compiled["recomputed_window_single"] = r | {"cached_ms_per_step": cached["ms_per_step"]}
+                        compiled["kv_cache_speedup"] = round_ratio(r, cached)
                 except Exception as e:
                     compiled["recomputed_window_single"] = _failure(e)
         start(sim, 1)
@@ -669,15 +726,16 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "window": sim.window,
             "precision": sim.precision,
             "threads": torch.get_num_threads(),
+            "rounds": max(1, args.rounds),
             "steps_per_s_single": single["steps_per_s"],
             f"frames_per_s_{args.worlds}_worlds": worlds[str(args.worlds)]["frames_per_s"],
-            "kv_cache_speedup": round(recompute["ms_per_step"] / single["ms_per_step"], 2),
-            "kv_cache_speedup_8_worlds": round(recompute_8["ms_per_step"] / worlds["8"]["ms_per_step"], 2),
+            "kv_cache_speedup": round_ratio(recompute, single),
+            "kv_cache_speedup_8_worlds": round_ratio(recompute_8, eight),
             "worlds": worlds,
             "recomputed_window_single": recompute,
             "recomputed_window_8_worlds": recompute_8,
             "latents_only_single": latent,
-            "fp32_single": fp32_single,  # bf16 machines: one world in fp32, cached and against recomputing the window
+            "fp32_single": fp32_single,  # bf16 machines: one world in fp32, its cache against recomputing, against bf16
             "compiled": compiled or None,  # per number of worlds, with the compile time and the speedup over eager
             "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,
             "softmax_elements_per_s": round(softmax_rate / 1e6, 1) * 1e6,
@@ -770,6 +828,8 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--single-steps", type=int, default=30)
     st.add_argument("--batched-steps", type=int, default=10)
     st.add_argument("--long-steps", type=int, default=1000, help="a single-world rollout this long, for peak memory (0: skip)")
+    st.add_argument("--rounds", type=int, default=5, help="runs compared (cached and recomputing, compiled and eager) alternate in "
+                    "this many rounds, their steps spread over them")
     rt = sub.add_parser("roundtrip", help="the autoencoder round-trip gate: positions and objects through encode-decode")
     rt.add_argument("--ae", default="identity", help="identity, an autoencoder run, or a world checkpoint or export (its autoencoder)")
     rt.add_argument("--data", required=True)
