@@ -281,10 +281,15 @@ class LearnedSimulator:
             length = text_bucket(tokens.shape[1], self.tokenizer.max_length)
             tokens, mask, pooled = pad_text((tokens, mask, pooled), length)
         if branches == 1:
-            return self.model.dit.text_state(tokens, mask, pooled)
-        text_drop, _ = guidance_drops(len(prompts), self.device)  # the guidance rows of diffusion.sampling
-        rep = lambda x: torch.cat([x] * branches)  # noqa: E731
-        return self.model.dit.text_state(rep(tokens), rep(mask), rep(pooled), text_drop)
+            state = self.model.dit.text_state(tokens, mask, pooled)
+        else:
+            text_drop, _ = guidance_drops(len(prompts), self.device)  # the guidance rows of diffusion.sampling
+            rep = lambda x: torch.cat([x] * branches)  # noqa: E731
+            state = self.model.dit.text_state(rep(tokens), rep(mask), rep(pooled), text_drop)
+        # the cross-attention keys and values in the dtype attention takes them in under autocast, once a
+        # rollout (the same values autocast would cast them to at every call of every block)
+        dtype = compute_dtype(self.precision)
+        return dataclasses.replace(state, kv=[(k.to(dtype), v.to(dtype)) for k, v in state.kv])
 
     def _action_drop(self) -> torch.Tensor | None:
         st = self._require_state()

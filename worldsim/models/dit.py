@@ -601,7 +601,9 @@ class DiT(nn.Module):
         rows = torch.arange(h // ph, device=dev)
         cols = torch.arange(w // pw, device=dev)
         pos = torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)  # (T'N, 3)
-        rope = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
+        # in the queries' and keys' dtype (a linear layer's, as z's: bf16 under autocast), cast once a call, not in every block
+        cos, sin = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
+        rope = (cos.to(z.dtype), sin.to(z.dtype))
         q_frames = pos[:, 0]
         mask = None
         store, compute = append, not append or tt == 2
