@@ -260,7 +260,7 @@ def test_the_step_benchmark_says_where_the_time_goes(tiny_world, capsys):
         assert len(slow["ms_per_step_rounds"]) == len(fast["ms_per_step_rounds"]) == out["rounds"] == 3
         assert fast["ms_per_step"] == pytest.approx(np.median(fast["ms_per_step_rounds"]), abs=0.01)
         assert ratio == pytest.approx(np.median(np.divide(slow["ms_per_step_rounds"], fast["ms_per_step_rounds"])), abs=0.01)
-    assert out["latents_only_single"]["decode_ms"] == 0 < out["worlds"]["1"]["decode_ms"]
+    assert out["latents_only_single"]["decode_ms"] == 0  # stepped without decoding: nothing decoded in the loop
     assert (out["fp32_single"] is not None) == (out["precision"] == "bf16")
     if out["fp32_single"] is not None:  # timed in the same rounds as one world in bf16
         fp32 = out["fp32_single"]

@@ -543,14 +543,14 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     against eager for one world and for ``--worlds`` (with the compile time); the cache
     against recomputing the window for one world (eager and compiled) and for 8
     (eager); stepping without decoding (``decode=False``); on a bf16 machine, one world
-    in fp32 (cached, its cache against recomputing, and its speed against bf16); and peak memory at 10% and
-    100% of a long rollout. Runs compared by a ratio (the cache against recomputing,
-    compiled against eager, with and without decoding) are timed together, in
-    ``--rounds`` alternating rounds: a host's slow phase then slows both alike, and
-    each ratio is the median of the ratios within a round (``ms_per_step_rounds`` lists
-    a run's rounds; its figures are the medians). The model is ``--checkpoint`` (default: the bundled reference model), or
-    with ``--model NAME`` an untrained model of that size (speed does not depend on
-    the weights)."""
+    in fp32 (cached, its cache against recomputing, and its speed against bf16); and
+    peak memory at 10% and 100% of a long rollout. Runs compared by a ratio (the cache
+    against recomputing, compiled against eager, fp32 against bf16, with and without
+    decoding) are timed together, in ``--rounds`` alternating rounds: a host's slow phase
+    then slows both alike, and each ratio is the median of the ratios within a round
+    (``ms_per_step_rounds`` lists a run's rounds; its figures are the medians). The
+    model is ``--checkpoint`` (default: the bundled reference model), or with ``--model
+    NAME`` an untrained model of that size (speed does not depend on the weights)."""
     tmp = Path(tempfile.mkdtemp(prefix="worldsim-bench-"))
     try:
         if args.model:
@@ -828,8 +828,8 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--single-steps", type=int, default=30)
     st.add_argument("--batched-steps", type=int, default=10)
     st.add_argument("--long-steps", type=int, default=1000, help="a single-world rollout this long, for peak memory (0: skip)")
-    st.add_argument("--rounds", type=int, default=5, help="runs compared (cached and recomputing, compiled and eager) alternate in "
-                    "this many rounds, their steps spread over them")
+    st.add_argument("--rounds", type=int, default=5, help="runs compared (cached and recomputing, compiled and eager, fp32 and "
+                    "bf16) alternate in this many rounds, their steps spread over them")
     rt = sub.add_parser("roundtrip", help="the autoencoder round-trip gate: positions and objects through encode-decode")
     rt.add_argument("--ae", default="identity", help="identity, an autoencoder run, or a world checkpoint or export (its autoencoder)")
     rt.add_argument("--data", required=True)
