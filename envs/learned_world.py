@@ -139,8 +139,11 @@ class LearnedWorldEnv(gym.Env):
     engine="pybullet", context=4, split="test", sampler_steps=None, text_scale=1.0,
     action_scale=1.0, window=None, device="auto", precision="auto", episode_frames=32,
     render_mode=None, compile=False)``; ``compile=True`` steps a ``torch.compile``-d DiT
-    (one graph per kind of call, compiled at the first steps; eager where it cannot);
-    ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
+    (one graph per kind of call, compiled at the first steps; eager where it cannot).
+    One env on a CPU steps faster with ``compile=True`` (1.7-2.0x, after about a minute
+    of compiling) or ``precision="fp32"`` (1.2-1.3x over bf16 autocast, with fp32's
+    numerics): README, "Benchmarks: the model". ``episode_frames`` as for
+    ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
     model runs without them, with one warning).
