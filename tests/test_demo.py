@@ -35,6 +35,7 @@ def test_an_export_can_change_its_default_sampler_steps_and_says_so(tiny_world, 
     change; the record survives a plain re-export, and going back to the trained value
     removes it."""
     from worldsim.checkpoint import export_safetensors
+    from worldsim.diffusion.sampling import SamplerConfig
     from worldsim.export import main as export_main
     from worldsim.simulator import LearnedSimulator
 
@@ -54,6 +55,9 @@ def test_an_export_can_change_its_default_sampler_steps_and_says_so(tiny_world, 
             assert torch.equal(after[part][k], v), (part, k)
     sim = LearnedSimulator(str(two), device="cpu")
     assert sim.sampler.steps == trained + 1
+    # other sampler settings given, steps left out: still the file's own steps (not SamplerConfig's 4 of old)
+    guided = LearnedSimulator(str(two), device="cpu", sampler=SamplerConfig(text_scale=2.0))
+    assert guided.sampler.steps == trained + 1 != 4 and guided.sampler.text_scale == 2.0
     again = export_safetensors(two, tmp_path / "again.safetensors")  # no change asked: the record stays
     assert load_checkpoint(again, kind="dit")["revised"] == after["revised"]
     back = tmp_path / "back.safetensors"

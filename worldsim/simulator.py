@@ -59,7 +59,7 @@ class LearnedSimulator:
     Args:
       checkpoint: a DiT run directory or checkpoint file.
       sampler: steps, method and guidance scales (default: the model's own steps, Euler, no guidance;
-        ``SamplerConfig(steps=None, ...)`` keeps the model's own steps beside other settings).
+        a ``SamplerConfig`` without ``steps`` keeps the model's own steps beside its other settings).
       window: latent frames the KV cache keeps (default: the history the model was
         trained with, clip_frames - 1, for models trained on the simulator's task; else 8).
       context_noise: noise level of frames in the cache (default: the sampler's).
@@ -100,7 +100,7 @@ class LearnedSimulator:
                 f"{loaded.path}: the simulator steps one frame at a time; its autoencoder has temporal factor "
                 f"{self.ae.temporal_factor} (train one with ae.temporal_factor=1)"
             )
-        self.sampler = sampler or SamplerConfig(steps=None)
+        self.sampler = sampler or SamplerConfig()
         if self.sampler.steps is None:  # the trained world's own choice
             self.sampler = dataclasses.replace(self.sampler, steps=self.config.flow.sampler_steps)
         self.window = window or self.config.history

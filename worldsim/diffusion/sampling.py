@@ -29,7 +29,7 @@ Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], to
 @dataclass
 class SamplerConfig:
     method: str = "euler"  # euler | heun
-    steps: int | None = 4  # None: the trained world's own choice (flow.sampler_steps), resolved by the simulator
+    steps: int | None = None  # None: the trained world's own choice (flow.sampler_steps), resolved by the simulator; sample() needs a number
     text_scale: float = 1.0
     action_scale: float = 1.0
     context_noise: float = 0.02  # fixed level of given frames (against drift)
@@ -113,6 +113,9 @@ def sample(
         of pure noise (SDEdit-style edits).
     Returns the latents at t = 0, given frames replaced by their exact values.
     """
+    if cfg.steps is None:
+        raise ValueError("sample() needs SamplerConfig(steps=N): steps=None means a trained world's own steps, which only "
+                         "a loaded world knows (LearnedSimulator resolves it; pass its config's flow.sampler_steps)")
     b, frames = shape[:2]
     mask = torch.zeros(b, frames, dtype=torch.bool, device=device) if context_mask is None else context_mask.to(device)
     noise = torch.randn(shape, generator=generator).to(device)
