@@ -601,9 +601,9 @@ class DiT(nn.Module):
         rows = torch.arange(h // ph, device=dev)
         cols = torch.arange(w // pw, device=dev)
         pos = torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)  # (T'N, 3)
-        # in the queries' and keys' dtype (a linear layer's, as z's: bf16 under autocast), cast once a call, not in every block
-        cos, sin = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
-        rope = (cos.to(z.dtype), sin.to(z.dtype))
+        # fp32, cast by apply_rope to the queries' dtype (not here: under CUDA autocast rms_norm is an fp32 op, so
+        # the normed queries are fp32 there and bf16 tables would round the angles; on a CPU they are bf16)
+        rope = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
         q_frames = pos[:, 0]
         mask = None
         store, compute = append, not append or tt == 2
