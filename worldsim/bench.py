@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -56,7 +57,7 @@ from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig, load_aut
 from worldsim.models.dit import DiTConfig
 from worldsim.models.text import TextConfig
 from worldsim.models.world import WorldModel, load_world, save_world
-from worldsim.runtime import autocast, choose_threads, compute_dtype, cpu_has_native_bf16, flop_counter, resolve_precision
+from worldsim.runtime import autocast, choose_threads, compute_dtype, cpu_has_native_bf16, flop_counter, resident_bytes, resolve_precision
 from worldsim.sim.engines import EngineConfig, make_engine
 from worldsim.sim.scenes import SCENES, episode_seed, scene_config
 from worldsim.sim.simulate import simulate
@@ -251,8 +252,8 @@ def best_seconds(fn: Any, repeats: int, device: Any = "cpu", calls: int = 1) -> 
 
 @dataclasses.dataclass
 class _Run:
-    """A simulator stepped for timing: ``worlds`` worlds, ``steps`` timed steps in all
-    (spread over the rounds), after ``warmup`` untimed ones."""
+    """A simulator stepped for timing: ``worlds`` worlds, at least ``steps`` timed steps
+    in all (spread over the rounds, at least one a round), after ``warmup`` untimed ones."""
 
     sim: LearnedSimulator
     worlds: int
@@ -544,7 +545,9 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     against recomputing the window for one world (eager and compiled) and for 8
     (eager); stepping without decoding (``decode=False``); on a bf16 machine, one world
     in fp32 (cached, its cache against recomputing, and its speed against bf16); and
-    peak memory at 10% and 100% of a long rollout. Runs compared by a ratio (the cache
+    resident memory at 10% and 100% of a long single-world rollout (the process's size
+    then, not its peak, which hides growth under it; measured first, with one simulator
+    alive; Linux only). Runs compared by a ratio (the cache
     against recomputing, compiled against eager, fp32 against bf16, with and without
     decoding) are timed together, in ``--rounds`` alternating rounds: a host's slow phase
     then slows both alike, and each ratio is the median of the ratios within a round
@@ -592,7 +595,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                 for j in range(len(runs))[:: 1 if i % 2 == 0 else -1]:
                     r = runs[j]
                     r.sim.timings = {k: 0.0 for k in r.sim.timings}
-                    for _ in range(max(1, round(r.steps / max(1, args.rounds)))):
+                    for _ in range(max(1, math.ceil(r.steps / max(1, args.rounds)))):
                         r.sim.step(rng.uniform(-1, 1, (r.worlds, 2)).astype(np.float32), decode=r.decode)
                     t = r.sim.timings
                     n = max(1, t["steps"])
@@ -621,6 +624,14 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
         peak = matmul_flops_per_s(dtype, device=sim.device)
         softmax_rate = 0.0  # measured at the first batch, over a row of the cache's keys
         dit = sim.model.dit.config
+        # memory over a long single-world rollout, first, while this is the only simulator: the process's
+        # resident memory now (not its peak, which an earlier, larger batch would set and hide growth under)
+        start(sim, 1)
+        marks = []
+        for i in range(args.long_steps):
+            sim.step(rng.uniform(-1, 1, (1, 2)).astype(np.float32))
+            if i in (args.long_steps // 10, args.long_steps - 1):
+                marks.append(resident_bytes())
         recompute_sim = LearnedSimulator(checkpoint, sampler=sampler, use_cache=False)
         single_steps, batched_steps = args.single_steps, args.batched_steps
         # what a ratio is taken of, timed together (recomputing warmed up until the window is full: every
@@ -634,6 +645,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                      _Run(LearnedSimulator(checkpoint, sampler=sampler, precision="fp32", use_cache=False), 1,
                           max(5, single_steps // 3), warmup=sim.window)]
         single, recompute, latent, *fp32 = together(*runs)
+        latent["speedup_over_decoding"] = round_ratio(single, latent)
         fp32_single = None
         if fp32:
             fp32_single = fp32[0] | {"kv_cache_speedup": round_ratio(fp32[1], fp32[0]), "speedup_over_bf16": round_ratio(single, fp32[0])}
@@ -712,12 +724,6 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                         compiled["kv_cache_speedup"] = round_ratio(r, cached)
                 except Exception as e:
                     compiled["recomputed_window_single"] = _failure(e)
-        start(sim, 1)
-        marks = []
-        for i in range(args.long_steps):
-            sim.step(rng.uniform(-1, 1, (1, 2)).astype(np.float32))
-            if i in (args.long_steps // 10, args.long_steps - 1):
-                marks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         return {
             "bench": "step",
             "checkpoint": name,
@@ -740,8 +746,9 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "matmul_peak_flops_per_s": round(peak / 1e9, 1) * 1e9,
             "softmax_elements_per_s": round(softmax_rate / 1e6, 1) * 1e6,
             "rollout_steps": args.long_steps,
-            "peak_memory_mib_at_10_percent": round(marks[0] / 1024, 1) if marks else None,  # --long-steps 0: not measured
-            "peak_memory_mib_at_end": round(marks[-1] / 1024, 1) if marks else None,
+            # resident memory at 10% and at the end of the rollout (None: --long-steps 0, or not Linux)
+            "memory_mib_at_10_percent": round(marks[0] / 2**20, 1) if marks and marks[0] is not None else None,
+            "memory_mib_at_end": round(marks[-1] / 2**20, 1) if marks and marks[-1] is not None else None,
             "machine": _machine(),
         }
     finally:
@@ -827,9 +834,10 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--worlds", type=int, default=64)
     st.add_argument("--single-steps", type=int, default=30)
     st.add_argument("--batched-steps", type=int, default=10)
-    st.add_argument("--long-steps", type=int, default=1000, help="a single-world rollout this long, for peak memory (0: skip)")
-    st.add_argument("--rounds", type=int, default=5, help="runs compared (cached and recomputing, compiled and eager, fp32 and "
-                    "bf16) alternate in this many rounds, their steps spread over them")
+    st.add_argument("--long-steps", type=int, default=1000, help="a single-world rollout this long, for its resident memory (0: skip)")
+    st.add_argument("--rounds", type=int, default=4, help="runs compared (cached and recomputing, compiled and eager, fp32 and "
+                    "bf16, with and without decoding) alternate in this many rounds (even: each order as often), their steps "
+                    "spread over them")
     rt = sub.add_parser("roundtrip", help="the autoencoder round-trip gate: positions and objects through encode-decode")
     rt.add_argument("--ae", default="identity", help="identity, an autoencoder run, or a world checkpoint or export (its autoencoder)")
     rt.add_argument("--data", required=True)

@@ -29,6 +29,17 @@ def cpu_has_native_bf16() -> bool:
     return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
 
 
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux: ``/proc/self/statm``), or None where
+    it cannot be read. Not the peak (``ru_maxrss``): a peak set earlier in the process
+    hides any growth below it, so only the current size shows whether a loop leaks."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` (a GPU if there is one), ``cpu`` or ``cuda``."""
     if name == "auto":
