@@ -141,8 +141,9 @@ class LearnedWorldEnv(gym.Env):
     render_mode=None, compile=False)``; ``compile=True`` steps a ``torch.compile``-d DiT
     (one graph per kind of call, compiled at the first steps; eager where it cannot).
     One env on a CPU steps faster with ``compile=True`` (1.7-2.0x, after about a minute
-    of compiling) or ``precision="fp32"`` (1.2-1.3x over bf16 autocast, with fp32's
-    numerics): README, "Benchmarks: the model". ``episode_frames`` as for
+    of compiling) or, where ``auto`` picks bf16 (a CPU with native bf16),
+    ``precision="fp32"`` (1.2-1.3x, with fp32's numerics): README, "Benchmarks: the
+    model". ``episode_frames`` as for
     ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
