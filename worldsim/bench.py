@@ -547,10 +547,10 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     in fp32 (cached, its cache against recomputing, and its speed against bf16); and
     resident memory at 10% and 100% of a long single-world rollout (the process's size
     then, not its peak, which hides growth under it; measured first, with one simulator
-    alive; Linux only). Runs compared by a ratio (the cache
-    against recomputing, compiled against eager, fp32 against bf16, with and without
-    decoding) are timed together, in ``--rounds`` alternating rounds: a host's slow phase
-    then slows both alike, and each ratio is the median of the ratios within a round
+    alive; Linux only). Runs compared by a ratio (the cache against recomputing,
+    compiled against eager, fp32 against bf16, with and without decoding) are timed
+    together, in ``--rounds`` alternating rounds: a host's slow phase then slows both
+    alike, and each ratio is the median of the ratios within a round
     (``ms_per_step_rounds`` lists a run's rounds; its figures are the medians). The
     model is ``--checkpoint`` (default: the bundled reference model), or with ``--model
     NAME`` an untrained model of that size (speed does not depend on the weights)."""
