@@ -143,8 +143,7 @@ class LearnedWorldEnv(gym.Env):
     One env on a CPU steps faster with ``compile=True`` (1.7-2.1x, after about a minute
     of compiling) or, where ``auto`` picks bf16 (a CPU with native bf16),
     ``precision="fp32"`` (1.2-1.3x, with fp32's numerics): README, "Benchmarks: the
-    model". ``episode_frames`` as for
-    ``PhysicsWorld-v0`` (the twin's).
+    model". ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
     model runs without them, with one warning).

@@ -578,6 +578,8 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             frames = rng.integers(0, 256, (worlds, 4, sim.height, sim.width, 3), dtype=np.uint8)
             sim.reset(frames, prompt, [torch.Generator().manual_seed(i) for i in range(worlds)])
 
+        n_rounds = max(1, args.rounds)
+
         def together(*runs: _Run) -> list[dict[str, Any]]:
             """Time each run (its own simulator, reset and warmed up first) in ``--rounds``
             alternating rounds, the order reversed every other round (ABBA): a slow phase of
@@ -591,11 +593,11 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(r.warmup):  # warm up (and fill the cache's first slots; recomputing: the whole window)
                     r.sim.step(np.zeros((r.worlds, 2), np.float32), decode=r.decode)
             rounds: list[list[dict[str, float]]] = [[] for _ in runs]
-            for i in range(max(1, args.rounds)):
+            for i in range(n_rounds):
                 for j in range(len(runs))[:: 1 if i % 2 == 0 else -1]:
                     r = runs[j]
                     r.sim.timings = {k: 0.0 for k in r.sim.timings}
-                    for _ in range(max(1, math.ceil(r.steps / max(1, args.rounds)))):
+                    for _ in range(max(1, math.ceil(r.steps / n_rounds))):
                         r.sim.step(rng.uniform(-1, 1, (r.worlds, 2)).astype(np.float32), decode=r.decode)
                     t = r.sim.timings
                     n = max(1, t["steps"])
@@ -620,10 +622,11 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             return float(counter.get_total_flops()), float(sum(v for op, v in ops.items() if "scaled_dot_product" in str(op)))
 
         sim = LearnedSimulator(checkpoint, sampler=sampler)
-        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[sim.precision]
+        dtype = compute_dtype(sim.precision)
         peak = matmul_flops_per_s(dtype, device=sim.device)
         softmax_rate = 0.0  # measured at the first batch, over a row of the cache's keys
         dit = sim.model.dit.config
+        head_width = dit.dim // dit.heads
         # memory over a long single-world rollout, first, while this is the only simulator: the process's
         # resident memory now (not its peak, which an earlier, larger batch would set and hide growth under)
         start(sim, 1)
@@ -662,12 +665,12 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             # the kernel's rate at this step's own self-attention shape (a frame's queries against the whole ring)
             # (cross-attention is priced at this rate too; over a short text it is slower per FLOP, so the limit errs low)
             attention_rate = attention_flops_per_s(n * sim._state["branches"], dit.heads, cache.tokens, (cache.window + 1) * cache.tokens,
-                                                   dit.dim // dit.heads, dtype, sim.device)
+                                                   head_width, dtype, sim.device)
             softmax_rate = softmax_rate or softmax_elements_per_s((cache.window + 1) * cache.tokens, sim.device)
             limit_s = (flops - attention) / peak + attention / attention_rate
             # the arithmetic itself: every FLOP at the matmul peak, and every attention weight (a score: 4 x head width
             # FLOPs, its product with the query and with the value) through a softmax at this machine's rate
-            weights = attention / (4 * (dit.dim // dit.heads))
+            weights = attention / (4 * head_width)
             arithmetic_s = flops / peak + weights / softmax_rate
             r["model_flops_per_step"] = flops
             r["attention_flops_per_step"] = attention
@@ -732,7 +735,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "window": sim.window,
             "precision": sim.precision,
             "threads": torch.get_num_threads(),
-            "rounds": max(1, args.rounds),
+            "rounds": n_rounds,
             "steps_per_s_single": single["steps_per_s"],
             f"frames_per_s_{args.worlds}_worlds": worlds[str(args.worlds)]["frames_per_s"],
             "kv_cache_speedup": round_ratio(recompute, single),
