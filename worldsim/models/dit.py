@@ -145,11 +145,32 @@ def rms_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, heads, L, hd) rotated by per-token angles."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+class Rope:
+    """The rotary tables of a call's tokens, made once a call for every block: cos and a
+    *signed* sin (L, head_dim) in fp32, the sin's first half negated, so that
+    ``rotate_half(x) * sin`` is ``x.roll(head_dim / 2) * signed`` exactly (one roll for
+    a chunk, a negation and a concatenation), and each cast to a dtype at the first
+    block that asks for it (the queries' dtype: bf16 under autocast on a CPU, fp32 under
+    CUDA autocast, whose rms_norm runs in fp32, so the angles are never rounded there)."""
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor):
+        half = sin.shape[-1] // 2
+        self.cos, self.sin = cos, torch.cat([-sin[:, :half], sin[:, half:]], -1)
+        self._tables: dict[tuple[torch.dtype, int | None], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tables(self, dtype: torch.dtype, last: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and the signed sin in ``dtype``, of the ``last`` tokens only if given."""
+        key = (dtype, last)
+        if key not in self._tables:
+            cos, sin = self.cos.to(dtype), self.sin.to(dtype)
+            self._tables[key] = (cos, sin) if last is None else (cos[-last:], sin[-last:])
+        return self._tables[key]
+
+
+def apply_rope(x: torch.Tensor, rope: Rope, last: int | None = None) -> torch.Tensor:
+    """x (B, heads, L, hd) rotated by per-token angles (of the ``last`` L tokens of the call)."""
+    cos, sin = rope.tables(x.dtype, last)
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 # -- caching ------------------------------------------------------------------------------------------
@@ -293,7 +314,7 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: Rope,
         mask: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
@@ -304,10 +325,9 @@ class SelfAttention(nn.Module):
         """(B, L, D) -> (B, L, D), or with ``queries`` (a KV cache call) the last that many
         tokens' outputs (every token's keys and values still enter the cache)."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)  # each (B, h, L, hd)
-        rope_q = rope
         if queries:  # the last tokens' queries alone
-            q, rope_q = q[:, :, -queries:], (rope[0][-queries:], rope[1][-queries:])
-        q, k = apply_rope(rms_norm(self.q_norm, q), *rope_q), apply_rope(rms_norm(self.k_norm, k), *rope)
+            q = q[:, :, -queries:]
+        q, k = apply_rope(rms_norm(self.q_norm, q), rope, queries), apply_rope(rms_norm(self.k_norm, k), rope)
         if cache is None:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, L, hd)
         else:  # every frame's queries against the whole ring, masked to the frames it sees
@@ -372,7 +392,7 @@ class Block(nn.Module):
         c: torch.Tensor,  # (B, T, D)
         text_kv: tuple[torch.Tensor, torch.Tensor],  # (B, h, S, hd) each
         text_mask: torch.Tensor,  # (B, S)
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: Rope,
         mask: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
@@ -601,9 +621,7 @@ class DiT(nn.Module):
         rows = torch.arange(h // ph, device=dev)
         cols = torch.arange(w // pw, device=dev)
         pos = torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)  # (T'N, 3)
-        # fp32, cast by apply_rope to the queries' dtype (not here: under CUDA autocast rms_norm is an fp32 op, so
-        # the normed queries are fp32 there and bf16 tables would round the angles; on a CPU they are bf16)
-        rope = rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta)
+        rope = Rope(*rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta))  # cast once a call: Rope
         q_frames = pos[:, 0]
         mask = None
         store, compute = append, not append or tt == 2
