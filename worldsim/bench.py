@@ -541,7 +541,9 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     its exponentials, or taking them faster than PyTorch's softmax, could beat them. With it
     ``frames_per_s_at_arithmetic_limit`` and ``of_arithmetic_limit``, the share reached. For ``--worlds``, the DiT's operator time by kind
     (attention, matmul, warp, other: ``torch.profiler``). Compiled (``torch.compile``)
-    against eager for one world and for ``--worlds`` (with the compile time); the cache
+    against eager for one world and for ``--worlds`` (with the compile time: the first
+    compiled steps, which in a later run of the same code find the kernels in
+    Inductor's on-disk cache and only trace); the cache
     against recomputing the window for one world (eager and compiled) and for 8
     (eager); stepping without decoding (``decode=False``); on a bf16 machine, one world
     in fp32 (cached, its cache against recomputing, and its speed against bf16); and

@@ -7,7 +7,7 @@ import torch
 
 from worldsim.diffusion.flow import FlowConfig, context_masks, flow_loss, training_inputs
 from worldsim.diffusion.sampling import SamplerConfig, guided, sample, time_grid
-from worldsim.models.dit import DiT, DiTConfig, KVCache, warp
+from worldsim.models.dit import DiT, DiTConfig, KVCache, Rope, apply_rope, rope_tables, warp
 from worldsim.models.text import TextConfig, TextEncoder, Tokenizer
 from worldsim.models.world import WorldModel
 
@@ -45,6 +45,36 @@ def test_runs_at_sizes_and_lengths_it_was_not_built_for():
     for t, h, w in [(1, 4, 4), (9, 6, 10), (3, 16, 8)]:
         with torch.no_grad():
             assert dit(torch.randn(1, t, 4, h, w), torch.rand(1, t), torch.zeros(1, t, 2), text(), causal=True).shape == (1, t, 4, h, w)
+
+
+def test_rotary_positions_are_the_textbook_rotation_and_relative():
+    """apply_rope (a roll against a signed sin, tables cast once a dtype) is x cos +
+    rotate_half(x) sin exactly, and a query-key product depends only on the offset
+    between their positions, in each of time, row and column."""
+    g = torch.Generator().manual_seed(0)
+    pos = torch.tensor([[0, 0, 0], [3, 1, 2], [7, 4, 1], [2, 5, 6]])
+    cos, sin = rope_tables(pos, 24, 10000.0)
+    rope = Rope(cos, sin)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 3, 4, 24, generator=g).to(dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        textbook = x * cos.to(dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(dtype)
+        assert torch.equal(apply_rope(x, rope), textbook)
+        assert torch.equal(apply_rope(x[:, :, -2:], rope, 2), textbook[:, :, -2:])  # the last tokens' tables
+        assert rope.tables(dtype)[0] is rope.tables(dtype)[0]  # cast once a dtype
+    q, k = torch.randn(24, generator=g), torch.randn(24, generator=g)
+
+    def score(pq, pk):
+        (cq, sq), (ck, sk) = (rope_tables(torch.tensor([p]), 24, 10000.0) for p in (pq, pk))
+        rq = apply_rope(q[None, None, None], Rope(cq, sq))[0, 0, 0]
+        rk = apply_rope(k[None, None, None], Rope(ck, sk))[0, 0, 0]
+        return float(rq @ rk)
+
+    for shift in ([5, 0, 0], [0, 3, 0], [0, 0, 4], [2, 1, 3]):
+        a, b = [1, 2, 3], [4, 0, 2]
+        moved = [[p + s for p, s in zip(a, shift)], [p + s for p, s in zip(b, shift)]]
+        assert score(a, b) == pytest.approx(score(*moved), abs=1e-4)
+    assert abs(score([1, 2, 3], [4, 0, 2]) - score([1, 2, 3], [5, 0, 2])) > 1e-3  # and it does depend on the offset
 
 
 def test_block_causal_attention_blocks_the_future():
