@@ -45,12 +45,13 @@ def inference_compile_options(device: torch.device) -> dict[str, Any]:
     ``torch._inductor.config.patch`` (where compiling happens).
 
     The weights are not frozen into the graph (``freezing``, oneDNN-prepacked
-    constants): measured on two cores, paired, freezing stepped no faster (one world
-    0.97-1.05x, 64 worlds 1.00x), and its prepacked weights cannot be pickled, so
-    Inductor's on-disk cache skipped the graphs and every process compiled them anew
-    (62-76 s). Unfrozen, the first process compiles (about 75 s) and later ones load the
-    compiled kernels from the cache and only trace (17-20 s); and the compiled steps read
-    the model's weights as they are at each call."""
+    constants): on two cores, paired, freezing was no faster beyond the host's noise
+    (unfrozen steps took 0.98x and 1.05x its time for one world in two runs, 1.00x for
+    64 worlds), and its prepacked weights cannot be pickled, so Inductor's on-disk cache
+    skipped the graphs and every process compiled them anew (62-76 s). Unfrozen, the
+    first process compiles (67-85 s here, one world) and later ones load the compiled
+    kernels from the cache and only trace (17-20 s); and the compiled steps read the
+    model's weights as they are at each call."""
     if device.type != "cpu":
         return {}
     return {"cpp_wrapper": True}
