@@ -72,6 +72,35 @@ def test_a_step_calls_the_dit_once_per_sampler_step(tiny_world):
     assert frames == [1, 1] + [2, 1] * 3
 
 
+def test_a_rollouts_repeated_call_values_are_made_once_and_change_nothing(tiny_world):
+    """Eager on a CPU, the rotary tables of a frame index and the time embedding of a set
+    of noise levels are made once a rollout (KVCache.constant), not at every DiT call: a
+    frame's sampler steps share its tables, every frame the levels. The cache keeps at
+    most CONSTANTS of them, and a rollout that makes each anew is the same, bit for bit."""
+    sim = LearnedSimulator(str(tiny_world), sampler=SamplerConfig(steps=4))
+    made = []
+
+    def counting(cache):
+        constant = cache.constant
+        cache.constant = lambda key, make: constant(key, lambda: (made.append(key[0]), make())[1])
+        return cache
+
+    new_cache = sim.model.dit.new_cache
+    sim.model.dit.new_cache = lambda *a, **k: counting(new_cache(*a, **k))
+    frames = rollout(sim, steps=30, k=3)
+    calls = 2 + 4 * 30  # reset: two context frames stored alone; then 4 calls a step
+    assert made.count("rope") == 2 + 2 * 30  # once a call at reset, then twice a step: the frame stored with the first call, and the new one
+    assert made.count("levels") <= 6 < calls  # the context level, the 4 sampler levels, the anchor level (if any)
+    assert len(sim._state["cache"]._constants) <= sim._state["cache"].CONSTANTS
+
+    def making_anew(cache):
+        cache.constant = lambda key, make: make()
+        return cache
+
+    sim.model.dit.new_cache = lambda *a, **k: making_anew(new_cache(*a, **k))
+    assert np.array_equal(rollout(sim, steps=30, k=3), frames)
+
+
 @pytest.mark.parametrize("warp", [False, True, "overlap"])
 def test_anchored_stepping_matches_recomputation(tmp_path, warp):
     """An anchored model (the last two frames through its anchor embedding, the sample

@@ -181,6 +181,7 @@ class LearnedSimulator:
         self._state = {
             "batch": b,
             "gens": gens,
+            "grid": time_grid(self.sampler.steps, self.sampler.shift, self.device),  # the sampler's noise levels, once a rollout
             "branches": branches,
             "text": self._text(prompts, branches),
             "cache": self.model.dit.new_cache(
@@ -230,7 +231,7 @@ class LearnedSimulator:
         if recent:  # the last frames as the cache holds them, newest first (the oldest repeated before the start)
             m = self.config.dit.anchor_frames
             anchor = torch.cat([recent[min(j, len(recent) - 1)] for j in range(m)], dim=2)  # (B, 1, m*C, h, w)
-        grid = time_grid(self.sampler.steps, self.sampler.shift, self.device)
+        grid = st["grid"]
         with autocast(self.device, self.precision):
             for i in range(self.sampler.steps):
                 x = ode_step(lambda x, t: self._velocity(x, t, act, anchor), x, grid[i], grid[i + 1], self.sampler.method)

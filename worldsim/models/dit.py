@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -229,6 +229,24 @@ class KVCache:
         self.count: torch.Tensor | None = None  # () long: stored frames in the ring (at most window)
         self.next: torch.Tensor | None = None  # () long: the ring slot (0 .. window - 1) the next stored frame goes to
         self._call: tuple[torch.Tensor, torch.Tensor | None] | None = None  # this call's mask and store index (from block 0)
+        self._constants: dict[tuple[Any, ...], Any] = {}  # constant()
+
+    CONSTANTS = 64  # values constant() keeps at most
+
+    def constant(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """``make()`` for ``key``, made once while this cache lives: a call's values that
+        depend only on what the key holds (the rotary tables of a frame index, the time
+        embedding of noise levels), which a rollout's calls repeat: the sampler steps of a
+        frame share its index, and every frame the same levels. ``DiT.forward`` asks only
+        on a CPU and outside a compiled graph (a key reads tensor values, which on an
+        accelerator would wait for it; a compiled graph makes them within itself). At most
+        ``CONSTANTS`` values are kept, the oldest dropped first."""
+        value = self._constants.get(key)
+        if value is None:
+            if len(self._constants) >= self.CONSTANTS:
+                del self._constants[next(iter(self._constants))]
+            value = self._constants[key] = make()
+        return value
 
     def allocate(self, batch: int, heads: int, tokens: int, head_dim: int, dtype: torch.dtype, device: torch.device | str) -> "KVCache":
         """Allocate the buffers now (``attend`` does it at the first call otherwise): a
@@ -519,18 +537,26 @@ class DiT(nn.Module):
         weight = F.fold(win.reshape(1, -1, 1).expand(1, -1, x.shape[2]), **fold)  # (1, 1, H, W)
         return rearrange(flow / weight, "(b t) k hh ww -> b t k hh ww", b=b)
 
+    def level_embedding(self, t: torch.Tensor, memo: KVCache | None = None) -> torch.Tensor:
+        """:func:`timestep_embedding` of noise levels t (...), fp32; made once a rollout
+        for each set of levels with ``memo`` (a KV cache: :meth:`KVCache.constant`)."""
+        if memo is None:
+            return timestep_embedding(t, self.config.dim)
+        return memo.constant(("levels", tuple(t.shape), tuple(t.flatten().tolist())), lambda: timestep_embedding(t, self.config.dim))
+
     def condition(
-        self, t: torch.Tensor, actions: torch.Tensor, pooled: torch.Tensor, action_drop: torch.Tensor, causal: bool
+        self, t: torch.Tensor, actions: torch.Tensor, pooled: torch.Tensor, action_drop: torch.Tensor, causal: bool,
+        memo: KVCache | None = None,
     ) -> torch.Tensor:
         """Per-frame conditioning vector (B, T/pt, D) from noise levels (B, T), actions
-        (B, T, A), pooled text (B, D) and the attention mode."""
+        (B, T, A), pooled text (B, D) and the attention mode (``memo``: level_embedding)."""
         pt = self.config.patch[0]
         t = rearrange(t, "b (t pt) -> b t pt", pt=pt).mean(-1)  # (B, T')
         a = rearrange(actions, "b (t pt) a -> b t pt a", pt=pt).mean(2)  # (B, T', A)
         ca = self.action_mlp(a.to(self.null_action.dtype))  # (B, T', D)
         ca = torch.where(action_drop[:, None, None], self.null_action.expand_as(ca), ca)
         mode = self.mode.weight[int(causal)]
-        return self.time_mlp(timestep_embedding(t, self.config.dim).to(ca.dtype)) + ca + pooled[:, None] + mode  # (B, T', D)
+        return self.time_mlp(self.level_embedding(t, memo).to(ca.dtype)) + ca + pooled[:, None] + mode  # (B, T', D)
 
     def text_state(self, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, text_drop: torch.Tensor | None = None) -> TextState:
         """Prepare the text encoder's outputs once (see :class:`TextState`)."""
@@ -593,7 +619,9 @@ class DiT(nn.Module):
             state = text
         else:
             state = self.text_state(*text, text_drop)
-        cond = self.condition(t, actions, state.pooled, action_drop, causal)  # (B, T', D)
+        # Eager on a CPU, a rollout's repeated per-call values (rotary tables, time embeddings) are made once: KVCache.constant
+        memo = cache if cache is not None and dev.type == "cpu" and not torch.compiler.is_compiling() else None
+        cond = self.condition(t, actions, state.pooled, action_drop, causal, memo)  # (B, T', D)
         if self.config.noise_input == "signal":
             x = x * (1 - t.to(x.dtype))[:, :, None, None, None]  # pure noise enters as zeros
         p = self.patchify(x)  # (B, T', N, P)
@@ -612,17 +640,26 @@ class DiT(nn.Module):
             # a frame not anchored gets what zeros would give, the bias (exactly), whatever its anchor rows hold
             z = z + torch.where(flag[:, :, None, None], e, self.anchor_embed.bias.to(e.dtype))
             level = torch.zeros(b, frames, device=dev) if anchor_t is None else anchor_t.to(dev)
-            anchor_cond = self.anchor_flag + self.anchor_level_mlp(timestep_embedding(level, self.config.dim).to(cond.dtype))  # (B, T', D)
+            anchor_cond = self.anchor_flag + self.anchor_level_mlp(self.level_embedding(level, memo).to(cond.dtype))  # (B, T', D)
             cond = cond + flag[:, :, None].to(cond.dtype) * anchor_cond.to(cond.dtype)  # (B, T', D)
 
         pt, ph, pw = self.config.patch
-        # frame_offset may be a () tensor: a compiled call then sees the same graph at every frame
-        fr = torch.arange(tt, device=dev) + frame_offset // pt if frame_index is None else frame_index.to(dev)  # time index of each frame
-        rows = torch.arange(h // ph, device=dev)
-        cols = torch.arange(w // pw, device=dev)
-        pos = torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)  # (T'N, 3)
-        rope = Rope(*rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta))  # cast once a call: Rope
-        q_frames = pos[:, 0]
+
+        def positions() -> torch.Tensor:  # (T'N, 3): each token's (time, row, column)
+            # frame_offset may be a () tensor: a compiled call then sees the same graph at every frame
+            fr = torch.arange(tt, device=dev) + frame_offset // pt if frame_index is None else frame_index.to(dev)  # time index of each frame
+            rows, cols = torch.arange(h // ph, device=dev), torch.arange(w // pw, device=dev)
+            return torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)
+
+        def make_rope(pos: torch.Tensor) -> Rope:  # cast once a call for every block (with memo, once a rollout): Rope
+            return Rope(*rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta))
+
+        pos: torch.Tensor | None = None
+        if memo is None:
+            pos = positions()
+            rope = make_rope(pos)
+        else:  # a cache, which frame_index is refused with: the frames are offset, offset + 1, ...
+            rope = memo.constant(("rope", int(frame_offset) // pt, tt, h // ph, w // pw), lambda: make_rope(positions()))
         mask = None
         store, compute = append, not append or tt == 2
         if cache is not None and tt != int(store) + int(compute):
@@ -633,7 +670,8 @@ class DiT(nn.Module):
         if cache is None and frame_mask is not None:  # an explicit frame-level pattern, expanded to tokens
             mask = frame_mask.to(dev).repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T'N, T'N)
         elif cache is None and causal and tt > 1:  # several frames: each sees itself and the earlier ones
-            mask = q_frames[:, None] >= q_frames[None, :]  # (T'N, T'N)
+            assert pos is not None  # (no cache, so no memo)
+            mask = pos[:, 0, None] >= pos[None, :, 0]  # (T'N, T'N) by the tokens' frames
         # A call that stores a frame and computes the next returns the computed frame alone:
         # the stored frame's keys and values are all that is wanted of it, so the last block
         # takes its queries, cross-attention and MLP for the computed frame only, and nothing
