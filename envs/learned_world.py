@@ -143,7 +143,7 @@ class LearnedWorldEnv(gym.Env):
     One env on a CPU steps faster with ``compile=True`` (1.7-2.1x, after 67-85 s
     of compiling in the first process and 17-20 s in later ones, which find the
     kernels in Inductor's on-disk cache) or, where ``auto`` picks bf16 (a CPU with
-    native bf16), ``precision="fp32"`` (1.2-1.3x, with fp32's numerics): README,
+    native bf16), ``precision="fp32"`` (1.16-1.3x, with fp32's numerics): README,
     "Benchmarks: the model". ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the

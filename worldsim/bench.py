@@ -42,6 +42,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from torch._dynamo.utils import counters
 from torch.utils.data import default_collate
 
 from worldsim.checkpoint import CheckpointError, world_checkpoint
@@ -543,7 +544,8 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     (attention, matmul, warp, other: ``torch.profiler``). Compiled (``torch.compile``)
     against eager for one world and for ``--worlds`` (with the compile time: the first
     compiled steps, which in a later run of the same code find the kernels in
-    Inductor's on-disk cache and only trace); the cache
+    Inductor's on-disk cache and only trace; ``graphs_compiled`` and
+    ``graphs_from_cache`` say which it was); the cache
     against recomputing the window for one world (eager and compiled) and for 8
     (eager); stepping without decoding (``decode=False``); on a bf16 machine, one world
     in fp32 (cached, its cache against recomputing, and its speed against bf16); and
@@ -699,17 +701,20 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 csim = LearnedSimulator(checkpoint, sampler=sampler, compile=True)
                 for n in sorted({1, args.worlds}):
-                    tic = time.perf_counter()
+                    tic, cache = time.perf_counter(), dict(counters["inductor"])
                     start(csim, n)
                     for _ in range(3):  # compile (one graph per kind of call and batch size)
                         csim.step(np.zeros((n, 2), np.float32))
                     compile_s = time.perf_counter() - tic
+                    # graphs Inductor compiled, and graphs it found in its on-disk cache (a warm cache: tracing only)
+                    graphs = {k: counters["inductor"][k] - cache.get(k, 0) for k in ("fxgraph_cache_miss", "fxgraph_cache_hit")}
                     if not csim.compiled:
                         compiled = {"error": "compiling failed; the simulator fell back to eager (see the warning)"}
                         break
                     steps = single_steps if n == 1 else batched_steps
                     r, eager = together(_Run(csim, n, steps), _Run(sim, n, steps))  # against eager, in the same rounds
                     r["compile_s"] = round(compile_s, 1)
+                    r["graphs_compiled"], r["graphs_from_cache"] = graphs["fxgraph_cache_miss"], graphs["fxgraph_cache_hit"]
                     r["eager_ms_per_step"] = eager["ms_per_step"]
                     r["speedup_over_eager"] = round_ratio(eager, r)
                     r["of_kernel_limit"] = round(1000 * limits[n][0] / r["ms_per_step"], 3)

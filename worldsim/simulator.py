@@ -54,7 +54,7 @@ def inference_compile_options(device: torch.device) -> dict[str, Any]:
     model's weights as they are at each call."""
     if device.type != "cpu":
         return {}
-    return {"cpp_wrapper": True}
+    return {"freezing": False, "cpp_wrapper": True}
 
 
 class LearnedSimulator:
@@ -233,7 +233,7 @@ class LearnedSimulator:
             anchor = torch.cat([recent[min(j, len(recent) - 1)] for j in range(m)], dim=2)  # (B, 1, m*C, h, w)
         grid = st["grid"]
         with autocast(self.device, self.precision):
-            for i in range(self.sampler.steps):
+            for i in range(len(grid) - 1):  # the grid made at reset (a sampler changed since takes effect at the next reset)
                 x = ode_step(lambda x, t: self._velocity(x, t, act, anchor), x, grid[i], grid[i + 1], self.sampler.method)
             if recent:
                 x = st["last_latent"] + x  # the step denoised the difference from the previous frame (as generated, before its noise)

@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -155,14 +156,14 @@ class Rope:
 
     def __init__(self, cos: torch.Tensor, sin: torch.Tensor):
         half = sin.shape[-1] // 2
-        self.cos, self.sin = cos, torch.cat([-sin[:, :half], sin[:, half:]], -1)
+        self.cos, self.signed_sin = cos, torch.cat([-sin[:, :half], sin[:, half:]], -1)
         self._tables: dict[tuple[torch.dtype, int | None], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tables(self, dtype: torch.dtype, last: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and the signed sin in ``dtype``, of the ``last`` tokens only if given."""
         key = (dtype, last)
         if key not in self._tables:
-            cos, sin = self.cos.to(dtype), self.sin.to(dtype)
+            cos, sin = self.cos.to(dtype), self.signed_sin.to(dtype)
             self._tables[key] = (cos, sin) if last is None else (cos[-last:], sin[-last:])
         return self._tables[key]
 
@@ -218,6 +219,8 @@ class KVCache:
     (no concatenation, no trimming copies, no recompiling as the ring fills or turns).
     """
 
+    CONSTANTS = 16  # values constant() keeps at most (a frame's live ones: about 2 rotary tables and 7 level sets)
+
     def __init__(self, depth: int, window: int | None = None):
         self.depth = depth
         self.window = 8 if window is None else int(window)
@@ -229,23 +232,23 @@ class KVCache:
         self.count: torch.Tensor | None = None  # () long: stored frames in the ring (at most window)
         self.next: torch.Tensor | None = None  # () long: the ring slot (0 .. window - 1) the next stored frame goes to
         self._call: tuple[torch.Tensor, torch.Tensor | None] | None = None  # this call's mask and store index (from block 0)
-        self._constants: dict[tuple[Any, ...], Any] = {}  # constant()
-
-    CONSTANTS = 64  # values constant() keeps at most
+        self._constants: dict[tuple[Any, ...], Any] = {}  # constant(), least recently used first
 
     def constant(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
-        """``make()`` for ``key``, made once while this cache lives: a call's values that
-        depend only on what the key holds (the rotary tables of a frame index, the time
-        embedding of noise levels), which a rollout's calls repeat: the sampler steps of a
-        frame share its index, and every frame the same levels. ``DiT.forward`` asks only
-        on a CPU and outside a compiled graph (a key reads tensor values, which on an
-        accelerator would wait for it; a compiled graph makes them within itself). At most
-        ``CONSTANTS`` values are kept, the oldest dropped first."""
-        value = self._constants.get(key)
+        """``make()`` for ``key``, made once while it is in use: a call's values that depend
+        only on what the key holds (the rotary tables of a frame index, the time embedding
+        of noise levels), which a rollout's calls repeat: the sampler steps of a frame share
+        its index, and every frame the same levels. ``DiT.forward`` asks only on a CPU,
+        without autograd and outside a compiled graph (a key reads tensor values, which on
+        an accelerator would wait for it; a compiled graph makes them within itself). At
+        most ``CONSTANTS`` values are kept, the least recently used dropped first (a past
+        frame's tables, never asked for again)."""
+        value = self._constants.pop(key, None)
         if value is None:
             if len(self._constants) >= self.CONSTANTS:
                 del self._constants[next(iter(self._constants))]
-            value = self._constants[key] = make()
+            value = make()
+        self._constants[key] = value  # the most recently used, last
         return value
 
     def allocate(self, batch: int, heads: int, tokens: int, head_dim: int, dtype: torch.dtype, device: torch.device | str) -> "KVCache":
@@ -538,8 +541,8 @@ class DiT(nn.Module):
         return rearrange(flow / weight, "(b t) k hh ww -> b t k hh ww", b=b)
 
     def level_embedding(self, t: torch.Tensor, memo: KVCache | None = None) -> torch.Tensor:
-        """:func:`timestep_embedding` of noise levels t (...), fp32; made once a rollout
-        for each set of levels with ``memo`` (a KV cache: :meth:`KVCache.constant`)."""
+        """:func:`timestep_embedding` of noise levels t (...), fp32; with ``memo`` (a KV
+        cache: :meth:`KVCache.constant`) made once for each set of levels while in use."""
         if memo is None:
             return timestep_embedding(t, self.config.dim)
         return memo.constant(("levels", tuple(t.shape), tuple(t.flatten().tolist())), lambda: timestep_embedding(t, self.config.dim))
@@ -619,8 +622,9 @@ class DiT(nn.Module):
             state = text
         else:
             state = self.text_state(*text, text_drop)
-        # Eager on a CPU, a rollout's repeated per-call values (rotary tables, time embeddings) are made once: KVCache.constant
-        memo = cache if cache is not None and dev.type == "cpu" and not torch.compiler.is_compiling() else None
+        # Stepping eagerly on a CPU without autograd, the values a rollout's calls repeat (the rotary tables of a frame
+        # index, the time embeddings of its noise levels) are made once and kept in the cache: KVCache.constant
+        memo = cache if cache is not None and dev.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling() else None
         cond = self.condition(t, actions, state.pooled, action_drop, causal, memo)  # (B, T', D)
         if self.config.noise_input == "signal":
             x = x * (1 - t.to(x.dtype))[:, :, None, None, None]  # pure noise enters as zeros
@@ -651,7 +655,7 @@ class DiT(nn.Module):
             rows, cols = torch.arange(h // ph, device=dev), torch.arange(w // pw, device=dev)
             return torch.stack(torch.meshgrid(fr, rows, cols, indexing="ij"), -1).reshape(-1, 3)
 
-        def make_rope(pos: torch.Tensor) -> Rope:  # cast once a call for every block (with memo, once a rollout): Rope
+        def make_rope(pos: torch.Tensor) -> Rope:  # cast once a call for every block (with memo, once a frame index): Rope
             return Rope(*rope_tables(pos, self.config.dim // self.config.heads, self.config.rope_theta))
 
         pos: torch.Tensor | None = None
