@@ -50,7 +50,7 @@ def inference_compile_options(device: torch.device) -> dict[str, Any]:
     64 worlds), and its prepacked weights cannot be pickled, so Inductor's on-disk cache
     skipped the graphs and every process compiled them anew (62-76 s). Unfrozen, the
     first process compiles (67-85 s here, one world) and later ones load the compiled
-    kernels from the cache and only trace (17-20 s); and the compiled steps read the
+    kernels from the cache and only trace (17-26 s); and the compiled steps read the
     model's weights as they are at each call."""
     if device.type != "cpu":
         return {}
