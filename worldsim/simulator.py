@@ -233,7 +233,7 @@ class LearnedSimulator:
             anchor = torch.cat([recent[min(j, len(recent) - 1)] for j in range(m)], dim=2)  # (B, 1, m*C, h, w)
         grid = st["grid"]
         with autocast(self.device, self.precision):
-            for i in range(len(grid) - 1):  # the grid made at reset (a sampler changed since takes effect at the next reset)
+            for i in range(len(grid) - 1):  # the noise levels made at reset (the steps and shift the sampler had then)
                 x = ode_step(lambda x, t: self._velocity(x, t, act, anchor), x, grid[i], grid[i + 1], self.sampler.method)
             if recent:
                 x = st["last_latent"] + x  # the step denoised the difference from the previous frame (as generated, before its noise)
