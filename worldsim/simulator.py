@@ -142,7 +142,7 @@ class LearnedSimulator:
     def batch_size(self) -> int:
         return 0 if self._state is None else self._state["batch"]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def reset(
         self,
         context_frames: np.ndarray | None,
@@ -208,7 +208,7 @@ class LearnedSimulator:
         self._state["last"] = frames[:, -1]
         return frames[:, -1].copy()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, actions: np.ndarray, *, decode: bool = True) -> np.ndarray:
         """Advance every world one frame under ``actions`` (B, A) float32 in [-1, 1]
         (finite values outside are clipped); returns the frames (B, H, W, 3) uint8, or
@@ -246,7 +246,7 @@ class LearnedSimulator:
         self._account(tic)
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def pictures(self) -> np.ndarray:
         """The worlds' current frames (B, H, W, 3) uint8, decoding what was stepped
         without decoding (the decoder's temporal layers see every latent frame)."""
