@@ -105,6 +105,30 @@ def test_a_rollouts_repeated_call_values_are_made_once_and_change_nothing(tiny_w
     assert np.array_equal(sim.current_latents(), latents)  # bit for bit
 
 
+def test_eager_bf16_steps_cast_the_weights_once_and_follow_their_changes(tiny_world):
+    """Eager bf16 steps call a twin of the DiT whose linear weights are held in bf16 (under
+    inference mode autocast would cast each at every call): the same frames and latents,
+    bit for bit, as the module itself under autocast, its other parameters shared, and a
+    weight changed in place or replaced cast anew at the next call."""
+    sim, plain = LearnedSimulator(str(tiny_world), precision="bf16"), LearnedSimulator(str(tiny_world), precision="bf16")
+    plain._dit = plain.model.dit
+    dit, twin = sim.model.dit, sim._dit.twin
+    assert twin.final.weight.dtype == twin.blocks[0].attn.qkv.bias.dtype == torch.bfloat16
+    assert twin.null_action is dit.null_action and twin.blocks[0].norm2.weight is dit.blocks[0].norm2.weight
+    assert dit.final.weight.dtype == torch.float32  # the module's own weights are left as they were
+    before = rollout(sim)
+    assert np.array_equal(before, rollout(plain)) and np.array_equal(sim.current_latents(), plain.current_latents())
+    change = 0.2 * torch.randn(dit.final.weight.shape, generator=torch.Generator().manual_seed(0))
+    for s in (sim, plain):
+        with torch.no_grad():
+            s.model.dit.final.weight.add_(change)  # in place
+            out = s.model.dit.blocks[0].attn.out
+            out.weight = torch.nn.Parameter(1.5 * out.weight)  # replaced
+    after = rollout(sim)
+    assert np.abs(after.astype(int) - before).max() > 10  # the changes show in the frames
+    assert np.array_equal(after, rollout(plain)) and np.array_equal(sim.current_latents(), plain.current_latents())
+
+
 @pytest.mark.parametrize("warp", [False, True, "overlap"])
 def test_anchored_stepping_matches_recomputation(tmp_path, warp):
     """An anchored model (the last two frames through its anchor embedding, the sample

@@ -72,6 +72,58 @@ def compute_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+class CastWeights:
+    """A module's twin for eager inference under lower-precision autocast, with the
+    weights autocast would cast at every call cast once: the linear and convolution
+    layers' weights and biases are held in ``dtype``, every other parameter and buffer
+    (norms, embeddings, learned vectors) is the module's own, shared.
+
+    Autocast keeps its casts of weights only while gradients are on (a leaf that requires
+    grad); under ``torch.inference_mode`` it casts every weight at every call (a small
+    model's step: about a hundred casts a call). The twin gives the same results bit for
+    bit: an autocast cast of a value is that value already in ``dtype``.
+
+    Calling it calls the twin; ``current()`` returns the twin after casting anew any weight
+    changed since the last call, in place (an optimizer step, ``load_state_dict``) or
+    replaced, so the twin always computes with the module's weights as they are."""
+
+    LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)  # autocast's lower-precision ops with weights
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
+        import copy
+
+        self.twin = copy.deepcopy(module).requires_grad_(False)
+        self._links: list[tuple[torch.nn.Module, torch.nn.Module, str]] = []  # (module's layer, twin's layer, parameter name)
+        self._seen: list[tuple[torch.Tensor, int]] = []  # the parameter each was cast from, and its version then
+        for src, dst in zip(module.modules(), self.twin.modules()):
+            for name, p in src.named_parameters(recurse=False):
+                if isinstance(src, self.LAYERS) and p.is_floating_point():
+                    setattr(dst, name, torch.nn.Parameter(p.detach().to(dtype), requires_grad=False))
+                    self._links.append((src, dst, name))
+                    self._seen.append((p, p._version))
+                else:
+                    setattr(dst, name, p)  # the module's own parameter
+            for name, b in src.named_buffers(recurse=False):
+                setattr(dst, name, b)
+
+    @torch.no_grad()
+    def current(self) -> torch.nn.Module:
+        for i, (src, dst, name) in enumerate(self._links):
+            p = getattr(src, name)
+            seen, version = self._seen[i]
+            if p is None:  # a bias removed
+                setattr(dst, name, None)
+                continue
+            if p is not seen or p._version != version:  # replaced, or changed in place
+                old = getattr(dst, name)
+                setattr(dst, name, torch.nn.Parameter(p.detach().to(old.dtype), requires_grad=False))
+                self._seen[i] = (p, p._version)
+        return self.twin
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.current()(*args, **kwargs)
+
+
 def _cpu_attention_flops(query, key, value, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
     return sdpa_flop_count(query, key, value)
 

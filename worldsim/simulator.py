@@ -33,7 +33,7 @@ from worldsim.frames import to_model, to_uint8
 from worldsim.models.dit import TextState
 from worldsim.models.text import pad_text, text_bucket
 from worldsim.models.world import load_world
-from worldsim.runtime import autocast, compute_dtype, resolve_device, resolve_precision
+from worldsim.runtime import CastWeights, autocast, compute_dtype, resolve_device, resolve_precision
 
 RECOMPILE_LIMIT = 64  # graphs of the DiT's forward in one process (torch's default: 8), see LearnedSimulator.__init__
 
@@ -111,7 +111,7 @@ class LearnedSimulator:
         self.anchored = self.config.dit.anchor
         self.prediction = self.config.flow.prediction
         self.timings = {"dit_s": 0.0, "decode_s": 0.0, "step_s": 0.0, "steps": 0}
-        self._dit: Any = self.model.dit
+        self._dit: Any = None  # what a DiT call calls: the compiled module, or _eager()
         self.compiled = False  # whether steps run the compiled DiT (False again if compiling fails at the first call)
         # Inductor's settings and a recompile limit above Dynamo's 8 (which counts the graphs of
         # DiT.forward over every model in the process: three kinds of call a batch size, more
@@ -129,6 +129,8 @@ class LearnedSimulator:
                 self.compiled = True
             except Exception as e:  # no compiler here (a CPU without a C++ toolchain, an old Python)
                 warnings.warn(f"torch.compile is unavailable ({type(e).__name__}: {e}); stepping the eager model", stacklevel=2)
+        if not self.compiled:
+            self._dit = self._eager()
         self.use_cache = use_cache
         self.context_noise = self.sampler.context_noise if context_noise is None else context_noise
         self.height, self.width = self.config.data.resolution
@@ -371,10 +373,16 @@ class LearnedSimulator:
                     out = self._dit(*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as e:  # compiling failed (no C++ compiler, ...): before any work was done
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); stepping the eager model", stacklevel=3)
-                self._dit, self.compiled = self.model.dit, False
+                self._dit, self.compiled = self._eager(), False
                 out = self._dit(*args, **kwargs)
         self.timings["dit_s"] += time.perf_counter() - tic
         return out
+
+    def _eager(self) -> Any:
+        """The DiT stepped eagerly: in bf16, its twin whose linear and convolution weights are
+        cast to bf16 once (and again when they change) rather than by autocast at every call
+        (:class:`~worldsim.runtime.CastWeights`; the same results, bit for bit)."""
+        return self.model.dit if self.precision != "bf16" else CastWeights(self.model.dit, compute_dtype(self.precision))
 
     def _commit(self, latents: torch.Tensor, actions: torch.Tensor) -> None:
         """Put finished frames (B, K, C, h, w) into the cache at the context noise level."""
