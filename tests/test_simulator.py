@@ -9,7 +9,7 @@ import torch
 from worldsim import bench
 from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.models.world import load_world
-from worldsim.runtime import resident_bytes
+from worldsim.runtime import CastWeights, resident_bytes
 from worldsim.simulator import RECOMPILE_LIMIT, LearnedSimulator, inference_compile_options
 
 
@@ -127,6 +127,34 @@ def test_eager_bf16_steps_cast_the_weights_once_and_follow_their_changes(tiny_wo
     after = rollout(sim)
     assert np.abs(after.astype(int) - before).max() > 10  # the changes show in the frames
     assert np.array_equal(after, rollout(plain)) and np.array_equal(sim.current_latents(), plain.current_latents())
+
+
+def test_the_cast_twin_follows_every_kind_of_weight_change():
+    """CastWeights against the module itself under bf16 autocast and inference mode, bit
+    for bit, after each way a weight can change: in place, new data, a new parameter, a
+    bias removed and put back, a parameter made under inference mode (no version counter)."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.LayerNorm(6), torch.nn.Conv1d(6, 4, 1))
+    twin = CastWeights(m, torch.bfloat16)
+    x = torch.randn(3, 8)
+    run = lambda f: f[2](f[1](f[0](x))[..., None])  # noqa: E731
+    changes = [
+        lambda: m[0].weight.mul_(2),
+        lambda: setattr(m[0].weight, "data", torch.randn(6, 8)),
+        lambda: setattr(m[2], "weight", torch.nn.Parameter(torch.randn(4, 6, 1))),
+        lambda: setattr(m[0], "bias", None),
+        lambda: setattr(m[0], "bias", torch.nn.Parameter(torch.randn(6))),
+        lambda: m[0].bias.add_(1),  # made under inference mode by the change before: changed in place untracked
+    ]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert twin.twin[0].weight.dtype == twin.twin[2].bias.dtype == torch.bfloat16 and twin.twin[1].weight is m[1].weight
+        outs = [run(m)]
+        assert torch.equal(run(twin.current()), outs[-1])
+        for change in changes:
+            change()
+            outs.append(run(m))
+            assert torch.equal(run(twin.current()), outs[-1])
+            assert not torch.equal(outs[-1], outs[-2])  # each change changed the output
 
 
 @pytest.mark.parametrize("warp", [False, True, "overlap"])

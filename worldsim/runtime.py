@@ -4,6 +4,7 @@ these from here."""
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -84,40 +85,43 @@ class CastWeights:
     bit: an autocast cast of a value is that value already in ``dtype``.
 
     Calling it calls the twin; ``current()`` returns the twin after casting anew any weight
-    changed since the last call, in place (an optimizer step, ``load_state_dict``) or
-    replaced, so the twin always computes with the module's weights as they are."""
+    changed since the last call: in place (an optimizer step, ``load_state_dict``), given
+    new data (``.data =``, a move to another device) or replaced, so the twin always
+    computes with the module's weights as they are."""
 
     LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)  # autocast's lower-precision ops with weights
 
     def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
-        import copy
-
+        self.dtype = dtype
         self.twin = copy.deepcopy(module).requires_grad_(False)
         self._links: list[tuple[torch.nn.Module, torch.nn.Module, str]] = []  # (module's layer, twin's layer, parameter name)
-        self._seen: list[tuple[torch.Tensor, int]] = []  # the parameter each was cast from, and its version then
+        self._seen: list[tuple[Any, int, int]] = []  # what each was cast from: _state()
         for src, dst in zip(module.modules(), self.twin.modules()):
             for name, p in src.named_parameters(recurse=False):
                 if isinstance(src, self.LAYERS) and p.is_floating_point():
                     setattr(dst, name, torch.nn.Parameter(p.detach().to(dtype), requires_grad=False))
                     self._links.append((src, dst, name))
-                    self._seen.append((p, p._version))
+                    self._seen.append(self._state(p))
                 else:
                     setattr(dst, name, p)  # the module's own parameter
             for name, b in src.named_buffers(recurse=False):
                 setattr(dst, name, b)
 
+    @staticmethod
+    def _state(p: torch.Tensor | None) -> tuple[Any, int, int]:
+        """The parameter itself (held, so that a replacement is never taken for it), its
+        version (bumped by every change in place; -1 for a tensor made under inference
+        mode, which has none: cast at every call) and where its data lies."""
+        return (None, 0, 0) if p is None else (p, -1 if p.is_inference() else p._version, p.data_ptr())
+
     @torch.no_grad()
     def current(self) -> torch.nn.Module:
         for i, (src, dst, name) in enumerate(self._links):
             p = getattr(src, name)
-            seen, version = self._seen[i]
-            if p is None:  # a bias removed
-                setattr(dst, name, None)
-                continue
-            if p is not seen or p._version != version:  # replaced, or changed in place
-                old = getattr(dst, name)
-                setattr(dst, name, torch.nn.Parameter(p.detach().to(old.dtype), requires_grad=False))
-                self._seen[i] = (p, p._version)
+            state = self._state(p)
+            if state[0] is not self._seen[i][0] or state[1:] != self._seen[i][1:] or state[1] < 0:
+                setattr(dst, name, None if p is None else torch.nn.Parameter(p.detach().to(self.dtype), requires_grad=False))
+                self._seen[i] = state
         return self.twin
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
