@@ -76,56 +76,60 @@ def compute_dtype(precision: str) -> torch.dtype:
 class CastWeights:
     """A module's twin for eager inference under lower-precision autocast, with the
     weights autocast would cast at every call cast once: the linear and convolution
-    layers' weights and biases are held in ``dtype``, every other parameter and buffer
-    (norms, embeddings, learned vectors) is the module's own, shared.
+    layers' weights and biases are held in ``dtype``; every other parameter and buffer
+    (norms, embeddings, learned vectors) is the module's own, shared, never copied.
 
-    Autocast keeps its casts of weights only while gradients are on (a leaf that requires
-    grad); under ``torch.inference_mode`` it casts every weight at every call (a small
-    model's step: about a hundred casts a call). The twin gives the same results bit for
-    bit: an autocast cast of a value is that value already in ``dtype``.
+    Autocast keeps a weight's cast for the rest of its autocast region, except under
+    ``torch.inference_mode``, where it casts every weight at every call (a small model's
+    step: about a hundred casts a call). The twin gives the same results bit for bit: an
+    autocast cast of a value is that value already in ``dtype``. Call it only under
+    autocast to ``dtype`` (without, its weights meet fp32 inputs and PyTorch refuses).
 
-    Calling it calls the twin; ``current()`` returns the twin after casting anew any weight
-    changed since the last call: in place (an optimizer step, ``load_state_dict``), given
-    new data (``.data =``, a move to another device) or replaced, so the twin always
-    computes with the module's weights as they are."""
+    ``current()`` returns the twin after following the module: it casts anew a weight
+    changed in place (an optimizer step, ``load_state_dict``, a change under ``no_grad``),
+    given new data (``.data =``, a move to another device), replaced, removed or added
+    (a bias), and shares anew a parameter or buffer of the module replaced. One change
+    it cannot see: an edit in place through ``.data`` (``p.data.mul_(...)``), which
+    PyTorch does not count; ``current(force=True)`` casts every weight anew. A parameter
+    made under inference mode has no version counter: it is cast at every call."""
 
     LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)  # autocast's lower-precision ops with weights
 
     def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
         self.dtype = dtype
-        self.twin = copy.deepcopy(module).requires_grad_(False)
-        self._links: list[tuple[torch.nn.Module, torch.nn.Module, str]] = []  # (module's layer, twin's layer, parameter name)
-        self._seen: list[tuple[Any, int, int]] = []  # what each was cast from: _state()
+        # every tensor of the module shared by the copy (the memo maps it to itself), then the layers' weights cast
+        memo: dict[int, Any] = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+        self.twin = copy.deepcopy(module, memo)
+        self._cast: list[tuple[dict[str, Any], dict[str, Any], str]] = []  # (module's _parameters, twin's, name): held in dtype
+        self._shared: list[tuple[dict[str, Any], dict[str, Any], str]] = []  # (module's _parameters or _buffers, twin's, name)
         for src, dst in zip(module.modules(), self.twin.modules()):
-            for name, p in src.named_parameters(recurse=False):
-                if isinstance(src, self.LAYERS) and p.is_floating_point():
-                    setattr(dst, name, torch.nn.Parameter(p.detach().to(dtype), requires_grad=False))
-                    self._links.append((src, dst, name))
-                    self._seen.append(self._state(p))
-                else:
-                    setattr(dst, name, p)  # the module's own parameter
-            for name, b in src.named_buffers(recurse=False):
-                setattr(dst, name, b)
+            for name in src._parameters:  # None entries too: a bias added later is followed
+                (self._cast if isinstance(src, self.LAYERS) else self._shared).append((src._parameters, dst._parameters, name))
+            for name in src._buffers:
+                self._shared.append((src._buffers, dst._buffers, name))
+        self._seen: list[tuple[Any, int, int] | None] = [None] * len(self._cast)  # what each was cast from: _state()
+        self.current()
 
     @staticmethod
     def _state(p: torch.Tensor | None) -> tuple[Any, int, int]:
         """The parameter itself (held, so that a replacement is never taken for it), its
         version (bumped by every change in place; -1 for a tensor made under inference
-        mode, which has none: cast at every call) and where its data lies."""
+        mode, which has none) and where its data lies."""
         return (None, 0, 0) if p is None else (p, -1 if p.is_inference() else p._version, p.data_ptr())
 
     @torch.no_grad()
-    def current(self) -> torch.nn.Module:
-        for i, (src, dst, name) in enumerate(self._links):
-            p = getattr(src, name)
-            state = self._state(p)
-            if state[0] is not self._seen[i][0] or state[1:] != self._seen[i][1:] or state[1] < 0:
-                setattr(dst, name, None if p is None else torch.nn.Parameter(p.detach().to(self.dtype), requires_grad=False))
+    def current(self, force: bool = False) -> torch.nn.Module:
+        for i, (src, dst, name) in enumerate(self._cast):
+            p = src[name]
+            state, seen = self._state(p), self._seen[i]
+            if force or seen is None or state[0] is not seen[0] or state[1:] != seen[1:] or state[1] < 0:
+                cast = None if p is None or not p.is_floating_point() else torch.nn.Parameter(p.detach().to(self.dtype), requires_grad=False)
+                dst[name] = p if p is not None and cast is None else cast
                 self._seen[i] = state
+        for src, dst, name in self._shared:
+            if src[name] is not dst[name]:
+                dst[name] = src[name]
         return self.twin
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.current()(*args, **kwargs)
 
 
 def _cpu_attention_flops(query, key, value, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:

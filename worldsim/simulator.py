@@ -112,6 +112,7 @@ class LearnedSimulator:
         self.prediction = self.config.flow.prediction
         self.timings = {"dit_s": 0.0, "decode_s": 0.0, "step_s": 0.0, "steps": 0}
         self._dit: Any = None  # what a DiT call calls: the compiled module, or _eager()
+        self._cast: CastWeights | None = None  # stepping eagerly in bf16: the twin _eager() calls, brought up to date at each reset and step
         self.compiled = False  # whether steps run the compiled DiT (False again if compiling fails at the first call)
         # Inductor's settings and a recompile limit above Dynamo's 8 (which counts the graphs of
         # DiT.forward over every model in the process: three kinds of call a batch size, more
@@ -180,6 +181,7 @@ class LearnedSimulator:
         if len(prompts) != b:
             raise ValueError(f"pass one prompt, or one per world ({b}); got {len(prompts)}")
         branches = GUIDANCE_ROWS if uses_guidance(self.sampler) else 1
+        self._follow_weights()
         self._state = {
             "batch": b,
             "gens": gens,
@@ -224,6 +226,7 @@ class LearnedSimulator:
             raise ValueError(f"actions must be a float array of shape ({b}, {self.action_dim}), got {a.shape} {a.dtype}")
         if not np.all(np.isfinite(a)):
             raise ValueError("actions contain NaN or inf")
+        self._follow_weights()
         act = torch.from_numpy(np.clip(a, -1.0, 1.0).astype(np.float32)).to(self.device)[:, None]  # (B, 1, A)
         c, f = self.ae.latent_channels, self.ae.spatial_factor
         shape = (c, self.height // f, self.width // f)
@@ -243,7 +246,7 @@ class LearnedSimulator:
             st["undecoded"].append(x)
             if not decode:
                 self._account(tic)
-                return x[:, 0].float().cpu().numpy()
+                return x[:, 0].float().cpu().numpy().copy()  # a copy: x is the next step's anchor base
         out = self.pictures()
         self._account(tic)
         return out
@@ -269,7 +272,7 @@ class LearnedSimulator:
 
     def current_latents(self) -> np.ndarray:
         """The worlds' current latent frames (B, C, h, w) float32, as generated."""
-        return self._require_state()["last_latent"][:, 0].float().cpu().numpy()
+        return self._require_state()["last_latent"][:, 0].float().cpu().numpy().copy()  # not a view of the rollout's state
 
     @property
     def unknown_words(self) -> list[list[str]]:
@@ -380,9 +383,18 @@ class LearnedSimulator:
 
     def _eager(self) -> Any:
         """The DiT stepped eagerly: in bf16, its twin whose linear and convolution weights are
-        cast to bf16 once (and again when they change) rather than by autocast at every call
-        (:class:`~worldsim.runtime.CastWeights`; the same results, bit for bit)."""
-        return self.model.dit if self.precision != "bf16" else CastWeights(self.model.dit, compute_dtype(self.precision))
+        cast to bf16 once (and again when they change, checked at each reset and step) rather
+        than by autocast at every call (:class:`~worldsim.runtime.CastWeights`; the same
+        results, bit for bit)."""
+        if self.precision != "bf16":
+            return self.model.dit
+        self._cast = CastWeights(self.model.dit, compute_dtype(self.precision))
+        return self._cast.twin
+
+    def _follow_weights(self) -> None:
+        """Bring the bf16 twin up to date with the model's weights (a cheap check when unchanged)."""
+        if self._cast is not None:
+            self._cast.current()
 
     def _commit(self, latents: torch.Tensor, actions: torch.Tensor) -> None:
         """Put finished frames (B, K, C, h, w) into the cache at the context noise level."""
