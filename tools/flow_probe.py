@@ -44,8 +44,8 @@ def model_flow(checkpoint: str, data: str, scene: str, episodes: int) -> dict:
     if not sim.config.dit.warp:
         sys.exit(f"error: {checkpoint} was not trained with model.warp: it outputs no flow")
     flows: list[torch.Tensor] = []
-    inner = dit_module.warp
-    dit_module.warp = lambda frames, flow, *a: (flows.append(flow.detach().float()), inner(frames, flow, *a))[1]
+    inner = dit_module.warp_frames  # what DiT.forward calls (on a CPU, warp outside a compiled graph: patching warp misses it)
+    dit_module.warp_frames = lambda frames, flow, *a: (flows.append(flow.detach().float()), inner(frames, flow, *a))[1]
     rows = select_episodes(data, split="test", scenes=[scene])[:episodes]
     if not rows:
         sys.exit(f"error: no test episodes of {scene} in {data}")
