@@ -140,7 +140,7 @@ class LearnedWorldEnv(gym.Env):
     action_scale=1.0, window=None, device="auto", precision="auto", episode_frames=32,
     render_mode=None, compile=False)``; ``compile=True`` steps a ``torch.compile``-d DiT
     (one graph per kind of call, compiled at the first steps; eager where it cannot).
-    One env on a CPU steps faster with ``compile=True`` (1.3-1.4x, after 67-85 s
+    One env on a CPU steps faster with ``compile=True`` (1.3-1.45x, after 67-85 s
     of compiling in the first process and 17-26 s in later ones, which find the
     kernels in Inductor's on-disk cache); where ``auto`` picks bf16 (a CPU with
     native bf16), ``precision="fp32"`` steps one env 0.93-1.2x as fast (with
