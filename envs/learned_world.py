@@ -144,7 +144,8 @@ class LearnedWorldEnv(gym.Env):
     of compiling in the first process and 17-26 s in later ones, which find the
     kernels in Inductor's on-disk cache); where ``auto`` picks bf16 (a CPU with
     native bf16), ``precision="fp32"`` steps one env 0.93-1.2x as fast (with
-    fp32's numerics; batches want bf16): README, "Benchmarks: the model". ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
+    fp32's numerics; batches want bf16): README, "Benchmarks: the model".
+    ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
     model runs without them, with one warning).

@@ -76,6 +76,11 @@ class LearnedSimulator:
 
     ``timings`` accumulates seconds spent in the DiT, in decoding and in all of
     ``step`` (the rest is Python and small operations), and the steps taken.
+
+    Steps run under ``torch.inference_mode``. They read ``model``'s weights as they are at
+    each reset and step; stepping eagerly in bf16 they go through a twin of the DiT with
+    its linear weights cast to bf16 once (:class:`~worldsim.runtime.CastWeights`), which
+    follows every change but an edit in place through ``.data`` (PyTorch counts none).
     """
 
     def __init__(
