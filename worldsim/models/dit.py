@@ -175,28 +175,50 @@ def apply_rope(x: torch.Tensor, rope: Rope, last: int | None = None) -> torch.Te
 
 
 # -- caching ------------------------------------------------------------------------------------------
-def warp(frames: torch.Tensor, flow: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
+def warp(frames: torch.Tensor, flow: torch.Tensor, mode: str = "bicubic", *, opaque: bool = False) -> torch.Tensor:
     """``frames`` (B, T, C, H, W) resampled along ``flow`` (B, T, 2, H, W), in fp32: the
     value at pixel p is the frame's at p - flow(p) (``mode`` bicubic or bilinear, edges
     repeated), so content moves by the flow; channel 0 is the column (x) displacement, 1
     the row (y), in pixels. Bicubic blurs less than bilinear at fractional displacements,
-    which matters once a frame is resampled every step of a rollout."""
+    which matters once a frame is resampled every step of a rollout. ``opaque``: resampled
+    through :func:`_grid_sample` (see :func:`warp_frames`)."""
     b, t, c, h, w = frames.shape
     f = rearrange(flow.float(), "b t k h w -> (b t) h w k")
     ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
     grid = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], -1)  # (H, W, 2) pixel centres, align_corners=False
     grid = grid - f * torch.tensor([2 / w, 2 / h], device=flow.device)
-    out = F.grid_sample(rearrange(frames.float(), "b t c h w -> (b t) c h w"), grid, mode=mode, padding_mode="border", align_corners=False)
+    sample = _grid_sample if opaque else F.grid_sample
+    out = sample(rearrange(frames.float(), "b t c h w -> (b t) c h w"), grid, mode=mode, padding_mode="border", align_corners=False)
     return rearrange(out, "(b t) c h w -> b t c h w", b=b)
 
 
-_warp_eager = torch.compiler.disable(warp)  # on a CPU, outside a compiled graph: Inductor's grid_sample is 5-6x
-# slower there than PyTorch's own kernel (64 worlds: 22 against 4 ms); on a GPU it stays in the graph
+@torch.library.custom_op("worldsim::grid_sample", mutates_args=())
+def _grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
+    """``F.grid_sample`` as one operator that a compiled graph calls as it is: PyTorch's
+    own CPU kernel rather than Inductor's lowering of it (5-6x slower on a CPU: 64
+    worlds, 22 against 4 ms), with no break of the graph around it. No gradient."""
+    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+
+
+@_grid_sample.register_fake
+def _(x: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
+    return x.new_empty((x.shape[0], x.shape[1], grid.shape[1], grid.shape[2]))
+
+
+_warp_eager = torch.compiler.disable(warp)  # with autograd on a CPU: the warp run outside a compiled graph
 
 
 def warp_frames(frames: torch.Tensor, flow: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
-    """:func:`warp`, kept out of a ``torch.compile`` graph on a CPU."""
-    return (_warp_eager if frames.device.type == "cpu" else warp)(frames, flow, mode)
+    """:func:`warp`; on a CPU, in a ``torch.compile`` graph, its resampling is PyTorch's
+    own kernel, not Inductor's (5-6x slower there): without autograd (the simulator's
+    steps) as one opaque operator inside the graph (:func:`_grid_sample`); with autograd
+    (training) by running the warp outside the graph, which breaks it in two. On a GPU
+    the warp is compiled with the rest."""
+    if frames.device.type != "cpu" or not torch.compiler.is_compiling():
+        return warp(frames, flow, mode)
+    if not torch.is_grad_enabled():
+        return warp(frames, flow, mode, opaque=True)
+    return _warp_eager(frames, flow, mode)
 
 
 class KVCache:
