@@ -123,8 +123,8 @@ class CastWeights:
             p = src[name]
             state, seen = self._state(p), self._seen[i]
             if force or seen is None or state[0] is not seen[0] or state[1:] != seen[1:] or state[1] < 0:
-                cast = None if p is None or not p.is_floating_point() else torch.nn.Parameter(p.detach().to(self.dtype), requires_grad=False)
-                dst[name] = p if p is not None and cast is None else cast
+                floating = p is not None and p.is_floating_point()
+                dst[name] = torch.nn.Parameter(p.detach().to(self.dtype), requires_grad=False) if floating else p
                 self._seen[i] = state
         for src, dst, name in self._shared:
             if src[name] is not dst[name]:
