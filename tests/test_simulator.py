@@ -235,6 +235,24 @@ def test_stepping_without_decoding_gives_latents_and_decodes_on_demand(tiny_worl
     assert sim.timings["steps"] > 0 and sim.timings["dit_s"] > 0
 
 
+def test_frames_handed_out_are_the_callers_own(tiny_world):
+    """Editing a frame the simulator returned, or the context after reset, changes
+    nothing it returns later."""
+    sim = LearnedSimulator(str(tiny_world))
+    ctx = context(0, 3)
+    first = sim.reset(ctx, "two balls bounce", [torch.Generator().manual_seed(i) for i in range(2)])
+    ctx[:] = 0
+    first[:] = 0
+    shown = sim.pictures()
+    assert np.array_equal(shown, context(0, 3)[:, -1])
+    shown[:] = 0
+    assert np.array_equal(sim.pictures(), context(0, 3)[:, -1])
+    frame = sim.step(np.zeros((2, 2), np.float32))
+    kept = frame.copy()
+    frame[:] = 0
+    assert frame.sum() == 0 and np.array_equal(sim.pictures(), kept) and kept.any()
+
+
 def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world, monkeypatch):
     """A compiled simulator traces one graph per kind of DiT call; as the ring fills and
     turns (a rollout past the window), for a new rollout and for a prompt of another

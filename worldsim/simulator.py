@@ -214,8 +214,8 @@ class LearnedSimulator:
             self._commit(latents, torch.from_numpy(acts).to(self.device))
             for i in range(k):  # the decoder's temporal layers remember the last frames
                 self.ae.decode_stream(latents[:, i : i + 1], self._state["decoder"])
-        self._state["last"] = frames[:, -1]
-        return frames[:, -1].copy()
+        self._state["last"] = np.array(frames[:, -1])  # a copy: the caller's context stays the caller's
+        return self._state["last"].copy()
 
     @torch.inference_mode()
     def step(self, actions: np.ndarray, *, decode: bool = True) -> np.ndarray:
@@ -259,7 +259,8 @@ class LearnedSimulator:
     @torch.inference_mode()
     def pictures(self) -> np.ndarray:
         """The worlds' current frames (B, H, W, 3) uint8, decoding what was stepped
-        without decoding (the decoder's temporal layers see every latent frame)."""
+        without decoding (the decoder's temporal layers see every latent frame). A new
+        array each call: editing it changes nothing the simulator holds."""
         st = self._require_state()
         if st["undecoded"]:
             d0 = time.perf_counter()
@@ -269,7 +270,7 @@ class LearnedSimulator:
             st["undecoded"] = []
             st["last"] = to_uint8(frame)  # (B, H, W, 3)
             self.timings["decode_s"] += time.perf_counter() - d0
-        return st["last"]
+        return st["last"].copy()
 
     def _account(self, tic: float) -> None:
         self.timings["step_s"] += time.perf_counter() - tic
