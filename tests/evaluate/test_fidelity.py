@@ -44,6 +44,31 @@ def test_the_probe_reads_the_episodes_from_first_episode_on(tiny_world, tiny_dat
         _probe(tiny_world, tiny_data, episodes=1, first_episode=2)
 
 
+def test_the_probe_says_whether_it_stepped_the_compiled_world(tiny_world, tiny_data, monkeypatch):
+    """``compile=True`` steps the simulator's compiled path (here ``torch.compile`` as the
+    identity, so the figures are the eager ones up to the padded caption; the compiled
+    agreement itself: tests/test_simulator.py), and a compiler that fails is reported as
+    an eager run, not passed off as a compiled one."""
+    import torch
+
+    eager = _probe(tiny_world, tiny_data, precision="fp32")
+    assert eager["compile"] is None
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
+    compiled = _probe(tiny_world, tiny_data, precision="fp32", compile=True)
+    assert compiled["compile"] == {"asked": True, "ran_compiled": True}
+    a, b = (r["scenes"]["bouncing_balls"]["one_step"] for r in (eager, compiled))
+    assert b["latent_mse"] == pytest.approx(a["latent_mse"], rel=0.05, abs=1e-4) and b["points"] == a["points"]
+
+    def fails(module, **kw):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", fails)
+    with pytest.warns(UserWarning, match="torch.compile is unavailable"):
+        fallen = _probe(tiny_world, tiny_data, precision="fp32", compile=True)
+    assert fallen["compile"] == {"asked": True, "ran_compiled": False}
+    assert fallen["scenes"] == eager["scenes"]  # stepped eager, exactly as the eager probe
+
+
 def test_a_world_that_loses_its_objects_is_counted_as_losing_them(tiny_world, tiny_data, monkeypatch):
     step = LearnedSimulator.step
     monkeypatch.setattr(LearnedSimulator, "step", lambda self, actions: np.zeros_like(step(self, actions)))  # black frames

@@ -71,6 +71,7 @@ class FidelityConfig:
     speed_steps: int = 20  # single-world steps timed (0: skip)
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False  # step the compiled DiT (LearnedSimulator(compile=True)); the figures say whether it ran compiled
     split: str = "test"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -153,7 +154,8 @@ class _Probe:
 
         self.cfg = cfg
         sampler = SamplerConfig(method=cfg.method, steps=cfg.sampler_steps)
-        self.sim = LearnedSimulator(cfg.checkpoint, device=cfg.device, precision=cfg.precision, sampler=sampler, context_noise=cfg.context_noise)
+        self.sim = LearnedSimulator(cfg.checkpoint, device=cfg.device, precision=cfg.precision, sampler=sampler, context_noise=cfg.context_noise,
+                                    compile=cfg.compile)
 
     def rollout(self, starts: list[tuple[_Episode, int]], steps: int, seed: int) -> np.ndarray:
         """Frames (W, steps, H, W, 3) of worlds started at (episode, frame s): context
@@ -287,6 +289,9 @@ def run_fidelity(cfg: FidelityConfig) -> dict[str, Any]:
         "context": cfg.context,
         "horizon": cfg.horizon,
         "sampler": {"method": cfg.method, "steps": probe.sim.sampler.steps, "context_noise": probe.sim.context_noise},
+        "precision": probe.sim.precision,
+        # asked for, and whether every step ran compiled (False if compiling failed and the simulator fell back to eager)
+        "compile": {"asked": cfg.compile, "ran_compiled": probe.sim.compiled} if cfg.compile else None,
         "scenes": per_scene,
         "gates": gates(per_scene),
         "steps_per_s_single": probe.steps_per_s(),
