@@ -3,12 +3,13 @@ was counted resumes counting as it began."""
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from tests.test_train import config
 from worldsim.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from worldsim.runtime import flop_counter
+from worldsim.runtime import CastWeights, flop_counter
 from worldsim.training.loop import train
 
 
@@ -37,6 +38,23 @@ def test_cpu_attention_counts_as_the_same_products_written_out():
     b, h, lq, s, d = 2, 3, 40, 56, 16
     assert written == 3 * 4 * b * h * lq * s * d
     assert fused == written + 2 * b * h * lq * s * d
+
+
+def test_a_prepacked_linear_counts_as_the_linear_it_computes():
+    """The simulator's eager bf16 twin calls oneDNN's linear on prepacked weights
+    (runtime.CastWeights): counted as ``F.linear``, in both ways of counting."""
+    m = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.GELU(), torch.nn.Linear(40, 8, bias=False))
+    cast = CastWeights(m, torch.bfloat16)
+    if not cast.pack:
+        pytest.skip("oneDNN's prepacked bf16 linear does not run here (the twin uses F.linear)")
+    x = torch.randn(2, 5, 24)
+    for cpu_attention in (True, False):
+        counts = []
+        for module in (m, cast.current()):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), flop_counter(cpu_attention=cpu_attention) as counter:
+                module(x)
+            counts.append(counter.get_total_flops())
+        assert counts[0] == counts[1] == 2 * 10 * (24 * 40 + 40 * 8)
 
 
 def test_the_old_count_left_cpu_attention_out():

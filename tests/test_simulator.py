@@ -159,6 +159,8 @@ def test_the_cast_twin_follows_every_kind_of_weight_change():
         lambda: setattr(m, "offset", torch.ones(4, 1)),  # a buffer replaced
     ]
     assert cast.twin[0].weight.dtype == cast.twin[2].bias.dtype == torch.bfloat16 and cast.twin[1].weight is m[1].weight
+    if cast.pack:  # where oneDNN's prepacked linear runs (it gives F.linear's result bit for bit), the twin's linear uses it
+        assert type(cast.twin[0]).__name__ == "_PackedLinear" and cast.twin[0].packed is not None
     outs = [run(m)]
     assert torch.equal(run(cast.current()), outs[-1])
     with torch.no_grad():
@@ -174,6 +176,18 @@ def test_the_cast_twin_follows_every_kind_of_weight_change():
         assert torch.equal(run(cast.current()), run(m))
         m[0].bias.add_(1)
         assert torch.equal(run(cast.current()), run(m))
+    # without packing (pack=False, or where the check of it fails): plain linear layers, the same results
+    plain = CastWeights(m, torch.bfloat16, pack=False)
+    assert type(plain.twin[0]) is torch.nn.Linear and not plain.pack
+    assert torch.equal(run(plain.current()), run(m))
+    if cast.pack:
+        with torch.no_grad():
+            m[0].weight.mul_(-1)  # the packed weight follows the cast one
+        assert torch.equal(run(cast.current()), run(m)) and torch.equal(run(cast.current()), run(plain.current()))
+        x.requires_grad_(True)  # recording autograd: the plain layer, whose products have gradients
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cast.current()[0](x).float().sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("warp", [False, True, "overlap"])
