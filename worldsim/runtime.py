@@ -78,13 +78,17 @@ def compute_dtype(precision: str) -> torch.dtype:
 def _packing_works(dtype: torch.dtype) -> bool:
     """Whether oneDNN's linear on a prepacked weight (the kernel Inductor calls for frozen
     CPU weights, ``torch.ops.mkldnn._linear_pointwise``: private, so checked) runs here in
-    ``dtype`` and gives ``F.linear``'s result bit for bit, on a shape like a step's."""
+    ``dtype`` and gives ``F.linear``'s result bit for bit, on shapes like a step's (one
+    row, a frame's 64, a batch's; a product's inner width of 96 and of 384)."""
     try:
         g = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(*shape, generator=g).to(dtype) for shape in ((2, 33, 40), (24, 40), (24,)))
         with torch.inference_mode():
-            packed = torch.ops.mkldnn._reorder_linear_weight(w)
-            return bool(torch.equal(torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [None], ""), torch.nn.functional.linear(x, w, b)))
+            for rows, inner, out in ((1, 96, 576), (64, 384, 96), (2 * 576, 96, 288), (3, 40, 24)):
+                x, w, b = (torch.randn(*shape, generator=g).to(dtype) for shape in ((rows, inner), (out, inner), (out,)))
+                packed = torch.ops.mkldnn._reorder_linear_weight(w)
+                if not torch.equal(torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [None], ""), torch.nn.functional.linear(x, w, b)):
+                    return False
+        return True
     except Exception:  # no oneDNN in this build, the op changed or refuses the dtype: F.linear then
         return False
 
@@ -127,15 +131,16 @@ class CastWeights:
     PyTorch does not count; ``current(force=True)`` casts every weight anew. A parameter
     made under inference mode has no version counter: it is cast at every call.
 
-    ``pack`` (the default): on a CPU, the linear layers' cast weights are also held
-    prepacked for oneDNN (:class:`_PackedLinear`), where that runs and gives the same
-    results bit for bit (checked once a process and dtype); packed anew with each cast."""
+    ``pack`` (the default): on a CPU in bf16, the linear layers' cast weights are also
+    held prepacked for oneDNN (:class:`_PackedLinear`), where that runs and gives the
+    same results bit for bit (checked once a process); packed anew with each cast."""
 
     LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)  # autocast's lower-precision ops with weights
 
     def __init__(self, module: torch.nn.Module, dtype: torch.dtype, pack: bool = True):
         self.dtype = dtype
-        self.pack = pack and _packing_works(dtype)
+        # bf16 only: in fp32, F.linear's products (MKL) are faster than oneDNN's at a step's shapes, and round differently
+        self.pack = pack and dtype == torch.bfloat16 and _packing_works(dtype)
         # every tensor of the module shared by the copy (the memo maps it to itself), then the layers' weights cast
         memo: dict[int, Any] = {id(t): t for t in [*module.parameters(), *module.buffers()]}
         self.twin = copy.deepcopy(module, memo)
