@@ -390,8 +390,8 @@ class LearnedSimulator:
     def _eager(self) -> Any:
         """The DiT stepped eagerly: in bf16, its twin whose linear and convolution weights are
         cast to bf16 once (and again when they change, checked at each reset and step) rather
-        than by autocast at every call (:class:`~worldsim.runtime.CastWeights`; the same
-        results, bit for bit)."""
+        than by autocast at every call, the linear layers' weights also prepacked for oneDNN
+        on a CPU (:class:`~worldsim.runtime.CastWeights`; the same results, bit for bit)."""
         if self.precision != "bf16":
             return self.model.dit
         self._cast = CastWeights(self.model.dit, compute_dtype(self.precision))
