@@ -55,6 +55,7 @@ def test_a_prepacked_linear_counts_as_the_linear_it_computes():
                 module(x)
             counts.append(counter.get_total_flops())
         assert counts[0] == counts[1] == 2 * 10 * (24 * 40 + 40 * 8)
+        assert torch.ops.mkldnn._linear_pointwise in counter.get_flop_counts()["Global"]  # the twin ran the packed kernel
 
 
 def test_the_old_count_left_cpu_attention_out():

@@ -190,6 +190,25 @@ def test_the_cast_twin_follows_every_kind_of_weight_change():
         assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_a_packed_linear_is_the_plain_one_bit_for_bit_for_any_input():
+    """The twin's packed linear layers against the module under bf16 autocast: inputs of
+    two to four dimensions, contiguous or not (a transposed batch: F.linear adds the bias
+    apart there, so the layer takes the plain path), fp32 or bf16; outside autocast an
+    fp32 input is refused, as the plain layer refuses it."""
+    torch.manual_seed(0)
+    m = torch.nn.Linear(96, 384)
+    cast = CastWeights(m, torch.bfloat16)
+    if not cast.pack:
+        pytest.skip("oneDNN's prepacked bf16 linear does not run here (the twin uses F.linear)")
+    inputs = [torch.randn(64, 96), torch.randn(2, 64, 96), torch.randn(64, 2, 96).transpose(0, 1), torch.randn(2, 64, 192)[..., ::2],
+              torch.randn(1, 4, 64, 96), torch.randn(64, 192)[:, ::2], torch.randn(3, 64, 96).to(torch.bfloat16)]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for x in inputs:
+            assert torch.equal(cast.current()(x), m(x)), (tuple(x.shape), x.stride(), x.dtype)
+    with torch.inference_mode(), pytest.raises(RuntimeError):
+        cast.current()(torch.randn(2, 96))  # fp32 into bf16 weights, no autocast: refused, not cast quietly
+
+
 @pytest.mark.parametrize("warp", [False, True, "overlap"])
 def test_anchored_stepping_matches_recomputation(tmp_path, warp):
     """An anchored model (the last two frames through its anchor embedding, the sample

@@ -74,6 +74,10 @@ def compute_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+# oneDNN's linear on a prepacked weight: only in builds with oneDNN (None without)
+_LINEAR_POINTWISE: Any = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
+
 @functools.cache
 def _packing_works(dtype: torch.dtype) -> bool:
     """Whether oneDNN's linear on a prepacked weight (the kernel Inductor calls for frozen
@@ -82,11 +86,11 @@ def _packing_works(dtype: torch.dtype) -> bool:
     row, a frame's 64, a batch's; a product's inner width of 96 and of 384)."""
     try:
         g = torch.Generator().manual_seed(0)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):  # whatever region it is first asked in
             for rows, inner, out in ((1, 96, 576), (64, 384, 96), (2 * 576, 96, 288), (3, 40, 24)):
                 x, w, b = (torch.randn(*shape, generator=g).to(dtype) for shape in ((rows, inner), (out, inner), (out,)))
                 packed = torch.ops.mkldnn._reorder_linear_weight(w)
-                if not torch.equal(torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [None], ""), torch.nn.functional.linear(x, w, b)):
+                if not torch.equal(_LINEAR_POINTWISE(x, packed, b, "none", [None], ""), torch.nn.functional.linear(x, w, b)):
                     return False
         return True
     except Exception:  # no oneDNN in this build, the op changed or refuses the dtype: F.linear then
@@ -97,18 +101,23 @@ class _PackedLinear(torch.nn.Linear):
     """A twin's linear layer with its weight also held prepacked in oneDNN's blocked layout
     (:class:`CastWeights` sets ``packed``): bit for bit ``F.linear`` on the weight, without
     oneDNN reordering the weight at every call (1.2-1.7x on a step's products of 64 rows
-    in bf16; a step 1.03-1.05x). Without a packed weight, or with autograd recording, it
-    is the plain layer."""
+    in bf16; paired, a step 1.00-1.07x). The plain layer instead without a packed weight,
+    with autograd recording, for an input of more than two dimensions that is not
+    contiguous (``F.linear`` then multiplies and adds the bias apart, which rounds
+    differently from the fused bias) and for an input of another dtype outside autocast
+    (where ``F.linear`` refuses it)."""
 
     packed: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.packed
-        if w is None or (x.requires_grad and torch.is_grad_enabled()):
+        if w is None or (x.requires_grad and torch.is_grad_enabled()) or (x.dim() > 2 and not x.is_contiguous()):
             return super().forward(x)
-        if x.dtype != w.dtype:  # as autocast would cast it for F.linear (the op is not on its lists)
-            x = x.to(w.dtype)
-        return torch.ops.mkldnn._linear_pointwise(x, w, self.bias, "none", [None], "")
+        if x.dtype != w.dtype:
+            if not torch.is_autocast_enabled("cpu"):
+                return super().forward(x)
+            x = x.to(w.dtype)  # as autocast casts it for F.linear (the op is not on its lists)
+        return _LINEAR_POINTWISE(x, w, self.bias, "none", [None], "")
 
 
 class CastWeights:
@@ -132,8 +141,10 @@ class CastWeights:
     made under inference mode has no version counter: it is cast at every call.
 
     ``pack`` (the default): on a CPU in bf16, the linear layers' cast weights are also
-    held prepacked for oneDNN (:class:`_PackedLinear`), where that runs and gives the
-    same results bit for bit (checked once a process); packed anew with each cast."""
+    held prepacked for oneDNN (:class:`_PackedLinear`), where that runs and gives
+    ``F.linear``'s results bit for bit (checked once a process, on four shapes of a
+    step); packed anew with each cast. A twin with packed weights cannot be deep-copied
+    or pickled (oneDNN's layout has no storage): make another from the module."""
 
     LAYERS = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)  # autocast's lower-precision ops with weights
 
@@ -193,11 +204,8 @@ def _cpu_attention_backward_flops(grad_out, query, key, value, *args: Any, out_s
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
-def _packed_linear_flops(x: Any, weight: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    # x (..., in) against the packed weight (out, in): (x, weight, bias, attr, scalars, algorithm);
-    # the binary overload (a fused sum) is (x, other, weight, bias, attr)
-    w = args[0] if len(args) == 3 else weight
-    return 2 * int(np.prod(x)) * int(w[0])
+def _packed_linear_flops(x: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return 2 * int(np.prod(x)) * int(out_shape[-1])  # x (..., in) into out_shape (..., out), either overload
 
 
 # PyTorch's counter knows the CUDA attention kernels but not the CPU one, so on a CPU the
@@ -207,16 +215,17 @@ _CPU_ATTENTION = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
 }
 # nor oneDNN's linear on a prepacked weight (_PackedLinear: the simulator's eager bf16 steps)
-_CPU_KERNELS = {**_CPU_ATTENTION, torch.ops.mkldnn._linear_pointwise: _packed_linear_flops}
+_PACKED_LINEAR = {} if _LINEAR_POINTWISE is None else {_LINEAR_POINTWISE: _packed_linear_flops}
 
 
 def flop_counter(*, cpu_attention: bool = True) -> FlopCounterMode:
     """``torch.utils.flop_counter.FlopCounterMode`` that also counts the CPU attention
     kernel (dense: every query against every key, masked or not, as the kernel computes
     it; the formula PyTorch uses for its CUDA kernels), so a model counts the same FLOPs
-    on a CPU as on a GPU, and oneDNN's linear on a prepacked weight as ``F.linear``. ``cpu_attention=False`` counts as worldsim did before (runs
-    started then resume counting that way, so their budgets keep their meaning)."""
-    return FlopCounterMode(display=False, custom_mapping=_CPU_KERNELS if cpu_attention else {torch.ops.mkldnn._linear_pointwise: _packed_linear_flops})
+    on a CPU as on a GPU; and oneDNN's linear on a prepacked weight, as ``F.linear``.
+    ``cpu_attention=False`` counts attention as worldsim did before (runs started then
+    resume counting that way, so their budgets keep their meaning)."""
+    return FlopCounterMode(display=False, custom_mapping=(_CPU_ATTENTION if cpu_attention else {}) | _PACKED_LINEAR)
 
 
 def seeded_generator(*key: int) -> torch.Generator:
