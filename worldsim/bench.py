@@ -868,7 +868,8 @@ def main(argv: list[str] | None = None) -> None:
     fi.add_argument("--speed-steps", type=int, default=20, help="single-world steps timed (0: skip)")
     fi.add_argument("--device", default="auto")
     fi.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    fi.add_argument("--compile", action="store_true", help="step the compiled DiT (torch.compile; the first steps of each batch size compile)")
+    fi.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                    help="step the compiled DiT (torch.compile; the first steps of each batch size compile)")
     argv = sys.argv[1:] if argv is None else argv
     what = next((a for a in argv if a in sub.choices), None)  # key=value names an option of this command (or a global one)
     known = set(parser._option_string_actions) | (set(sub.choices[what]._option_string_actions) if what else set())
