@@ -140,11 +140,12 @@ class LearnedWorldEnv(gym.Env):
     action_scale=1.0, window=None, device="auto", precision="auto", episode_frames=32,
     render_mode=None, compile=False)``; ``compile=True`` steps a ``torch.compile``-d DiT
     (one graph per kind of call, compiled at the first steps; eager where it cannot).
-    One env on a CPU steps faster with ``compile=True`` (1.3-1.45x, after 67-85 s
-    of compiling in the first process and 17-26 s in later ones, which find the
-    kernels in Inductor's on-disk cache); where ``auto`` picks bf16 (a CPU with
-    native bf16), ``precision="fp32"`` steps one env 0.93-1.2x as fast (with
-    fp32's numerics; batches want bf16): README, "Benchmarks: the model".
+    One env on a CPU steps faster with ``compile=True`` (1.3-1.66x, after 60-85 s
+    of compiling in the first process and 12-26 s in later ones, which find the
+    kernels in Inductor's on-disk cache), as faithfully (docs/MODEL_CARD.md); where
+    ``auto`` picks bf16 (a CPU with native bf16), ``precision="fp32"`` steps one env
+    0.93-1.2x as fast (with fp32's numerics; batches want bf16): README, "Benchmarks:
+    the model".
     ``episode_frames`` as for ``PhysicsWorld-v0`` (the twin's).
     ``reset(seed=..., options={"prompt": str, "frames": array, "scene": name})``.
     ``info`` holds the ``caption`` used and the prompt's ``unknown_words`` (the
