@@ -215,11 +215,14 @@ def test_bench_times_an_experiments_own_training_step(tiny_data, capsys):
     assert out["kinds"] == {"autoencoder": 1.0} and out["eager"]["autoencoder"]["flops_per_step"] > 0
 
 
-def test_bench_train_says_what_is_wrong_with_its_experiment(tiny_data, tmp_path, capsys):
+def test_bench_train_says_what_is_wrong_with_its_experiment(tiny_data, tiny_world, tmp_path, capsys):
     from worldsim import bench
 
     assert bench.flags(["experiment=recipe_bb", "batch_size=2", "model.dim=32"], {"--experiment"}) == [
         "--experiment", "recipe_bb", "batch_size=2", "model.dim=32"]
+    switch = {"--compile", "--no-compile", "--steps"}  # argparse's BooleanOptionalAction registers both forms
+    assert bench.flags(["compile=true", "steps=4"], switch) == ["--compile", "--steps", "4"]
+    assert bench.flags(["compile=False"], switch) == ["--no-compile"]
     with pytest.raises(SystemExit, match="nosuch"):
         bench.main(["train", "--experiment", "recipe_bb", "--data", str(tiny_data), "nosuch.key=1"])
     with pytest.raises(SystemExit, match="manifest.jsonl"):
@@ -227,6 +230,11 @@ def test_bench_train_says_what_is_wrong_with_its_experiment(tiny_data, tmp_path,
     with pytest.raises(SystemExit):
         bench.main(["train", "model.dim=32"])  # overrides without an experiment
     assert "overrides go with --experiment" in capsys.readouterr().err
+    # a missing checkpoint or data folder: the message, not a traceback
+    with pytest.raises(SystemExit, match="error: no checkpoint at nosuch"):
+        bench.main(["step", "--checkpoint", "nosuch"])
+    with pytest.raises(SystemExit, match="error: data folder .*nowhere does not exist"):
+        bench.main(["fidelity", "--checkpoint", str(tiny_world), "--data", str(tmp_path / "nowhere")])
 
 
 class _Field(torch.nn.Module):

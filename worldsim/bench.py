@@ -792,14 +792,19 @@ LIST_OPTIONS = ("scenes", "engines")  # key=a,b gives the list [a, b]
 
 def flags(argv: list[str], known: set[str] | None = None) -> list[str]:
     """``key=value`` arguments as ``--key value`` (``sampler_steps=4`` -> ``--sampler-steps 4``;
-    ``scenes=a,b`` -> ``--scenes a b``); paths may hold ``=`` and ``,``. With ``known``
-    (option strings), only keys that name one: the rest stay as they are (``bench train
-    --experiment``'s Hydra overrides, ``batch_size=32``)."""
+    ``scenes=a,b`` -> ``--scenes a b``; a switch with a ``--no-`` form, ``compile=true`` ->
+    ``--compile``, ``compile=false`` -> ``--no-compile``); paths may hold ``=`` and ``,``.
+    With ``known`` (option strings), only keys that name one: the rest stay as they are
+    (``bench train --experiment``'s Hydra overrides, ``batch_size=32``)."""
     out = []
     for a in argv:
         k, _, v = a.partition("=")
-        if not a.startswith("-") and v and k.replace("_", "").isalnum() and (known is None or f"--{k.replace('_', '-')}" in known):
-            out += [f"--{k.replace('_', '-')}", *(v.split(",") if k in LIST_OPTIONS else [v])]
+        name = k.replace("_", "-")
+        if not a.startswith("-") and v and k.replace("_", "").isalnum() and (known is None or f"--{name}" in known):
+            if known is not None and f"--no-{name}" in known and v.lower() in ("true", "false"):
+                out.append(f"--{name}" if v.lower() == "true" else f"--no-{name}")
+            else:
+                out += [f"--{name}", *(v.split(",") if k in LIST_OPTIONS else [v])]
         else:
             out.append(a)
     return out
@@ -878,6 +883,14 @@ def main(argv: list[str] | None = None) -> None:
         i = argv.index("--threads")
         argv = argv[i : i + 2] + argv[:i] + argv[i + 2 :]
     args = parser.parse_args(argv)
+    try:
+        result = _run(parser, args)
+    except ValueError as e:  # a user's mistake (a missing checkpoint, a folder that is not data, ...): its message, as every command ends one
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(result))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     choose_threads(args.threads)
     if args.what == "fidelity":
         result = bench_fidelity(args)
@@ -897,7 +910,7 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_generate(args)
     elif args.what == "agreement":
         result = bench_agreement(args)
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":
