@@ -215,7 +215,7 @@ def test_bench_times_an_experiments_own_training_step(tiny_data, capsys):
     assert out["kinds"] == {"autoencoder": 1.0} and out["eager"]["autoencoder"]["flops_per_step"] > 0
 
 
-def test_bench_train_says_what_is_wrong_with_its_experiment(tiny_data, tiny_world, tmp_path, capsys):
+def test_bench_says_what_is_wrong_with_its_input(tiny_data, tiny_world, tmp_path, capsys):
     from worldsim import bench
 
     assert bench.flags(["experiment=recipe_bb", "batch_size=2", "model.dim=32"], {"--experiment"}) == [
