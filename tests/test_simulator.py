@@ -1,12 +1,13 @@
 """The learned simulator: determinism, the KV cache, flat memory, bad input."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from worldsim import bench
+from worldsim import bench, simulator
 from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.models.world import load_world
 from worldsim.runtime import CastWeights, resident_bytes
@@ -298,15 +299,16 @@ def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world, monkeyp
     # Dynamo's own limit on graphs a function, set below the simulator's three: other
     # compiled models of a process must not turn this one eager (the simulator raises it)
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
-    try:
-        frames = [sim.reset(context(0, 3), "two balls bounce", gens)]
-        rng = np.random.default_rng(0)
-        frames.append(sim.step(rng.uniform(-1, 1, (2, 2)).astype(np.float32)))  # compiles: store, store + compute, compute
-    except torch._dynamo.exc.FailOnRecompileLimitHit:
-        raise  # the simulator let Dynamo's limit turn it eager: a failure, not a missing compiler
-    except Exception as e:  # no working compiler on this machine
-        pytest.skip(f"torch.compile does not run here: {type(e).__name__}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            frames = [sim.reset(context(0, 3), "two balls bounce", gens)]
+            rng = np.random.default_rng(0)
+            frames.append(sim.step(rng.uniform(-1, 1, (2, 2)).astype(np.float32)))  # compiles: store, store + compute, compute
+        except Exception as e:  # no working compiler on this machine
+            pytest.skip(f"torch.compile does not run here: {type(e).__name__}")
+    # the simulator let Dynamo's limit turn it eager: a failure, not a missing compiler
+    assert not [w for w in caught if "recompile limit" in str(w.message)]
     if not sim.compiled:
         pytest.skip("torch.compile does not run here (the simulator fell back to eager)")
     with torch._dynamo.config.patch(error_on_recompile=True):
@@ -327,6 +329,29 @@ def test_compiled_steps_agree_with_eager_and_never_recompile(tiny_world, monkeyp
     assert np.abs(other.astype(int) - eager_longer).max() <= 2
     assert np.abs(eager_changed.astype(int) - eager[:, :5]).max() > 10  # the change shows in the frames
     assert np.abs(changed.astype(int) - eager_changed).max() <= 2
+
+
+def test_dynamos_recompile_limit_turns_the_simulator_eager_openly(tiny_world, monkeypatch):
+    """At Dynamo's recompile limit Dynamo itself would step the DiT eagerly without a word,
+    leaving ``compiled`` True; the simulator warns, turns eager and says so, with the
+    frames an eager simulator gives."""
+    eager = rollout(LearnedSimulator(str(tiny_world), precision="fp32"), steps=3)
+    monkeypatch.setattr(simulator, "RECOMPILE_LIMIT", 1)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    sim = LearnedSimulator(str(tiny_world), precision="fp32", compile=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            frames = rollout(sim, steps=3)  # three kinds of call: a second graph is past the limit
+        except Exception as e:  # no working compiler on this machine
+            pytest.skip(f"torch.compile does not run here: {type(e).__name__}")
+    said = [str(w.message) for w in caught]
+    if any("torch.compile failed" in m or "unavailable" in m for m in said):
+        pytest.skip("torch.compile does not run here")
+    assert any("recompile limit (1 graphs" in m for m in said), said
+    assert not sim.compiled
+    assert np.abs(frames.astype(int) - eager).max() <= 2
+    assert np.array_equal(rollout(sim, steps=3), frames)  # eager from then on: no warning, the same frames
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

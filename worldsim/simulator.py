@@ -118,14 +118,20 @@ class LearnedSimulator:
         self.timings = {"dit_s": 0.0, "decode_s": 0.0, "step_s": 0.0, "steps": 0}
         self._dit: Any = None  # what a DiT call calls: the compiled module, or _eager()
         self._cast: CastWeights | None = None  # stepping eagerly in bf16: the twin _eager() calls, brought up to date at each reset and step
-        self.compiled = False  # whether steps run the compiled DiT (False again if compiling fails at the first call)
+        self.compiled = False  # whether steps run the compiled DiT (False again if compiling fails, or at Dynamo's recompile limit)
         # Inductor's settings and a recompile limit above Dynamo's 8 (which counts the graphs of
         # DiT.forward over every model in the process: three kinds of call a batch size, more
         # when recomputing the window, so a second compiled simulator would step eager), made
-        # once and entered around each compiled call (making them costs more than the entering)
+        # once and entered around each compiled call (making them costs more than the entering).
+        # At the limit Dynamo would step eagerly without a word, and `compiled` would say
+        # otherwise: it raises instead, and the simulator turns eager openly (see _call_dit);
+        # not under Dynamo's suppress_errors, which it refuses beside that.
         self._compile_settings = (
             torch._inductor.config.patch(inference_compile_options(self.device)),
-            torch._dynamo.config.patch(recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)),
+            torch._dynamo.config.patch(
+                recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit),
+                fail_on_recompile_limit_hit=not torch._dynamo.config.suppress_errors,
+            ),
         )
         if compile:
             try:
@@ -380,6 +386,15 @@ class LearnedSimulator:
                 inductor, dynamo = self._compile_settings
                 with inductor, dynamo:
                     out = self._dit(*args, **kwargs)
+            except torch._dynamo.exc.FailOnRecompileLimitHit:  # raised as the call began: nothing was done
+                limit = max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
+                warnings.warn(
+                    f"torch.compile reached Dynamo's recompile limit ({limit} graphs of the DiT in this process: "
+                    "many batch sizes or compiled simulators); stepping the eager model",
+                    stacklevel=3,
+                )
+                self._dit, self.compiled = self._eager(), False
+                out = self._dit(*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as e:  # compiling failed (no C++ compiler, ...): before any work was done
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); stepping the eager model", stacklevel=3)
                 self._dit, self.compiled = self._eager(), False
