@@ -323,7 +323,10 @@ class LearnedSimulator:
         return torch.stack([torch.randn(1, *shape, generator=g) for g in st["gens"]]).to(self.device)
 
     def _rep(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x] * self._require_state()["branches"])
+        """x repeated over the guidance branches; x itself without guidance (nothing
+        writes to a DiT call's inputs, so no copy is needed)."""
+        branches = self._require_state()["branches"]
+        return x if branches == 1 else torch.cat([x] * branches)
 
     def _velocity(self, x: torch.Tensor, t: torch.Tensor, act: torch.Tensor, anchor: torch.Tensor | None) -> torch.Tensor:
         """Guided velocity of the new frame (B, 1, C, h, w) at level t, over the cache
