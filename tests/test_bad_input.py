@@ -16,7 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import worldsim  # noqa: F401  (registers the environments)
-from worldsim.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint, world_checkpoint
+from worldsim.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    step_checkpoints,
+    world_checkpoint,
+)
 from worldsim.data.episode import EpisodeError, load_episode, save_episode
 from worldsim.data.generation import StreamConfig, generate_stream
 from worldsim.data.manifest import QUARANTINE, append_manifest, compact_manifest, read_manifest
@@ -225,6 +233,33 @@ def test_training_resumes_from_the_newest_intact_checkpoint(tiny_data, tmp_path,
     assert (tmp_path / "checkpoints" / "broken" / "step_0000004.pt").is_file()  # kept aside
     assert load_checkpoint(tmp_path)["step"] == 6
 
+
+
+def test_a_run_of_another_stage_is_refused_and_kept(tmp_path):
+    """Resuming a folder that holds another stage's checkpoints (stage= left out, say)
+    stops with the way out, and moves none of them aside."""
+    from worldsim.training.loop import TrainingError, resume_state
+
+    for step in (2, 4):
+        save_checkpoint(checkpoint_path(tmp_path, step), {"kind": "dit", "step": step, "model": {}, "config": {}})
+    with pytest.raises(TrainingError, match=r"another stage's run.*stage=autoencoder was asked for"):
+        resume_state(tmp_path, "autoencoder")
+    assert [p.name for p in step_checkpoints(tmp_path)] == ["step_0000002.pt", "step_0000004.pt"]
+    assert not (tmp_path / "checkpoints" / "broken").exists()
+    assert resume_state(tmp_path, "dit")["step"] == 4
+
+
+def test_checkpoints_moved_aside_never_replace_one_another(tmp_path):
+    """A broken checkpoint goes to checkpoints/broken/ under a name of its own, also
+    when one of that name was moved there before; other ranks only skip it."""
+    from worldsim.training.loop import resume_state
+
+    save_checkpoint(checkpoint_path(tmp_path, 2), {"kind": "dit", "step": 2, "model": {}, "config": {}})
+    for _ in range(2):
+        checkpoint_path(tmp_path, 4).write_bytes(b"truncated")
+        assert resume_state(tmp_path, "dit", move_broken=False)["step"] == 2 and checkpoint_path(tmp_path, 4).exists()
+        assert resume_state(tmp_path, "dit")["step"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "broken").iterdir()) == ["step_0000004.1.pt", "step_0000004.pt"]
 
 # -- sampling ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw, expected", [

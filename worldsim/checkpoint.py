@@ -36,6 +36,10 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or made for something else."""
 
 
+class CheckpointKindError(CheckpointError):
+    """An intact checkpoint of another kind (an autoencoder's where a DiT's is needed, say)."""
+
+
 NO_CHECKPOINT = (
     "no trained model to load: pass checkpoint=PATH (a DiT run directory, a .pt checkpoint or an exported .safetensors file; "
     "python -m worldsim.train stage=dit ... makes one), or reinstall worldsim (pip install .) for its bundled reference model"
@@ -103,14 +107,15 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
 def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None, map_location: str = "cpu") -> dict[str, Any]:
     """Load a checkpoint (a file or a run directory's latest) without unpickling code.
 
-    Raises CheckpointError when it is missing, truncated or corrupt, or of another
-    ``kind`` ("autoencoder", "dit").
+    Raises CheckpointError when it is missing, truncated or corrupt, and
+    CheckpointKindError (a CheckpointError) when it is of another ``kind``
+    ("autoencoder", "dit").
     """
     p = resolve(path)
     if p.suffix == ".safetensors":
         ckpt = _load_safetensors(p, map_location)
         if kind is not None and ckpt.get("kind") != kind:
-            raise CheckpointError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
+            raise CheckpointKindError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
         ckpt["path"] = str(p)
         return ckpt
     try:
@@ -120,7 +125,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None, ma
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{p}: not a worldsim checkpoint (keys: {list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
     if kind is not None and ckpt.get("kind") != kind:
-        raise CheckpointError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
+        raise CheckpointKindError(f"{p} is a {ckpt.get('kind')!r} checkpoint; a {kind!r} checkpoint is needed here")
     ckpt["path"] = str(p)
     ckpt.setdefault("revised", {})  # a run's own checkpoint: nothing changed after training
     return ckpt

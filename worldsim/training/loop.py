@@ -39,7 +39,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from worldsim.atomic import atomic_write_text
-from worldsim.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint, step_checkpoints
+from worldsim.checkpoint import CheckpointError, CheckpointKindError, checkpoint_path, load_checkpoint, save_checkpoint, step_checkpoints
 from worldsim.data.dataset import ClipDataset
 from worldsim.models.text import pad_text
 from worldsim.runtime import autocast, flop_counter, resolve_device, resolve_precision, seeded_generator
@@ -347,16 +347,28 @@ class Checkpointer:
             old.unlink(missing_ok=True)
 
 
-def resume_state(out: Path, kind: str) -> dict[str, Any] | None:
+def resume_state(out: Path, kind: str, *, move_broken: bool = True) -> dict[str, Any] | None:
     """The newest intact checkpoint of a run (None: a fresh run). A checkpoint that does
-    not load (truncated by a crash, say) is moved aside to ``checkpoints/broken/``,
-    with a warning naming it and why, and the one before it is used."""
+    not load (truncated by a crash, say) is moved aside to ``checkpoints/broken/`` (under
+    a name no earlier one has), with a warning naming it and why, and the one before it
+    is used; ``move_broken=False`` (ranks other than 0) only skips it. An intact
+    checkpoint of another stage stops the run, moving nothing: ``out`` is another run's."""
     for path in reversed(step_checkpoints(out)):
         try:
             return load_checkpoint(path, kind=kind)
+        except CheckpointKindError as e:
+            raise TrainingError(
+                f"{e}: out={out} holds another stage's run. Resume it with its own stage= "
+                f"(stage={kind} was asked for), or give this run another out="
+            ) from None
         except CheckpointError as e:
+            if not move_broken:
+                continue
             aside = path.parent / "broken" / path.name
             aside.parent.mkdir(exist_ok=True)
+            n = 1
+            while aside.exists():  # a checkpoint moved aside earlier keeps its place
+                aside, n = path.parent / "broken" / f"{path.stem}.{n}{path.suffix}", n + 1
             os.replace(path, aside)
             log.warning("%s does not load (%s); moved it to %s and resuming from the checkpoint before it", path, e, aside)
     return None
@@ -388,7 +400,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     module = stage.build().to(device)
 
-    state = resume_state(out, stage.kind)
+    state = resume_state(out, stage.kind, move_broken=dist.main)
     start = 0
     if state is not None:
         stage.check_resume(state)
