@@ -275,10 +275,15 @@ def check_consistency(mode: str, cfg: AdherenceConfig, sampler, physics: Physics
         spec = physics.spec(scene, cfg.seed + i, cfg.frames)
         true = physics.run(spec)[0]["frames"]
         n, k = cfg.frames, cfg.context
-        given = _given(mode, n, k)
-        inputs = [true] if mode != "connect" else [true[:k], true[n - k :]]
-        frames, _ = sampler.generate(mode, caption_detailed(spec, []), frames=n, inputs=inputs, context=k, seed=cfg.seed + i, steps=cfg.steps,
-                                     method=cfg.method, text_scale=cfg.text_scale)
+        # what each mode is given: the clip's first frames to extend, its last to extend
+        # backward, both for connect (the sampler keeps an input's last frames to extend
+        # and its first to extend backward: a whole clip would give the wrong ones)
+        inputs = {"extend": [true[:k]], "extend_backward": [true[n - k :]], "connect": [true[:k], true[n - k :]]}[mode]
+        frames, given = sampler.generate(mode, caption_detailed(spec, []), frames=n, inputs=inputs, context=k, seed=cfg.seed + i, steps=cfg.steps,
+                                         method=cfg.method, text_scale=cfg.text_scale)
+        if not np.array_equal(given, _given(mode, n, k)) or not np.array_equal(frames[given], true[given]):
+            raise RuntimeError(f"{mode}: the sampler was given other frames than the physics' at {np.flatnonzero(given).tolist()}; "
+                               "the check would score the model against frames that do not follow them")
         idx = np.flatnonzero(~given)
         # compared in time order, starting from the given frame nearest the generated ones
         prev = true[idx[0] - 1] if idx[0] > 0 else true[idx[-1] + 1]
