@@ -5,8 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 
 # Backends that draw to files, not to a screen (no DISPLAY, or MPLBACKEND=agg).
@@ -20,6 +18,9 @@ class HumanWindow:
         self._image: Any = None
 
     def show(self, frame: np.ndarray, fps: float) -> None:
+        import matplotlib
+        import matplotlib.pyplot as plt
+
         if self._figure is None:
             backend = matplotlib.get_backend().lower()
             if backend in NON_INTERACTIVE:
@@ -36,5 +37,7 @@ class HumanWindow:
 
     def close(self) -> None:
         if self._figure is not None:
+            import matplotlib.pyplot as plt
+
             plt.close(self._figure)
             self._figure = None

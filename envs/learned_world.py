@@ -61,8 +61,8 @@ class _Worlds:
                 clip = np.stack(clip)
             frames.append(clip[-self.context :])
             prompt = opt.get("prompt")
-            if prompt is None:  # what the twin knows that its first frames do not show
-                prompt = caption_detailed(twin.spec_, []) if twin.spec_ is not None else ""
+            if prompt is None:  # what the twin knows that its first frames do not show; given frames: no caption
+                prompt = caption_detailed(twin.spec_, []) if given is None and twin.spec_ is not None else ""
             elif not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"options['prompt'] must be a description of the scene (a non-empty string), got {prompt!r}; "
                                  "leave it out to use the physics twin's description")
@@ -70,8 +70,8 @@ class _Worlds:
             gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
         if len({f.shape for f in frames}) > 1:
             raise ValueError(f"every world needs the same number and size of context frames, got {[f.shape for f in frames]}")
-        self.captions = prompts
         out = self.sim.reset(np.stack(frames), prompts, gens)
+        self.captions = prompts  # once the reset took them: a refused one leaves the running episode as it was
         if self.observation == "latents":
             out = self.sim.current_latents()
         unknown = sorted({w for words in self.sim.unknown_words for w in words})
@@ -127,7 +127,8 @@ class LearnedWorldEnv(gym.Env):
     ## Starting State
 
     The last of the context frames: the physics twin's (see Description), or
-    ``options["frames"]`` (K, H, W, 3) uint8, under ``options["prompt"]``.
+    ``options["frames"]`` (K, H, W, 3) uint8, under ``options["prompt"]`` (without one,
+    no caption: the twin's description is of its own frames, not these).
 
     ## Episode End
 
@@ -212,7 +213,7 @@ class LearnedWorldEnv(gym.Env):
         return self._frame.copy(), 0.0, False, False, self._info()
 
     def _info(self) -> dict[str, Any]:
-        return {"caption": self.worlds.captions[0], "unknown_words": self.worlds.sim.unknown_words[0], "frame": self._steps}
+        return {"caption": self.worlds.captions[0], "unknown_words": list(self.worlds.sim.unknown_words[0]), "frame": self._steps}
 
     def render(self) -> np.ndarray | None:
         if self._frame is None:
@@ -243,7 +244,12 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20, "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 200, render_mode: str | None = None, **kwargs: Any):
-        self.num_envs = num_envs
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a whole number of worlds, at least 1, got {num_envs!r}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r} "
+                             "(a window shows one world: gymnasium.make, not make_vec)")
+        self.num_envs = int(num_envs)
         self.worlds = _Worlds(
             num_envs,
             checkpoint=kwargs.pop("checkpoint", None),
@@ -274,14 +280,22 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
         self._frames: np.ndarray | None = None
         self._steps = 0
         self._needs_reset = False
+        self._closed = False
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise gym.error.ClosedEnvironmentError("this LearnedWorld-v0 vector env is closed; make a new one with gymnasium.make_vec")
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._require_open()
         if seed is None:
-            seeds = [None] * self.num_envs
-        elif isinstance(seed, int):
-            seeds = [seed + i for i in range(self.num_envs)]
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
         else:
             seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"reset(seed=[...]) needs one seed for each of the {self.num_envs} worlds, got {len(seeds)}")
         if seed is not None or not self._rngs:
             # the same generator gymnasium.Env.reset(seed=s) makes for a single env:
             self._rngs = [gym.utils.seeding.np_random(s)[0] for s in seeds]
@@ -292,7 +306,10 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
         return self._frames.copy(), {"caption": np.array(self.worlds.captions, dtype=object)}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        self._require_open()
         n = self.num_envs
+        if self._frames is None:
+            raise RuntimeError("call reset() before step()")
         if self._needs_reset:
             obs, info = self.reset()
             return obs, np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), info
@@ -313,3 +330,4 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.worlds.close()
+        self._closed = True

@@ -119,7 +119,17 @@ class PhysicsWorldEnv(gym.Env):
     def sample_spec(self, rng: np.random.Generator, scene: Any = None) -> SceneSpec:
         """The spec a reset with this generator starts from (what LearnedWorld's twin uses)."""
         if isinstance(scene, dict):
-            return SceneSpec.from_dict(scene)
+            try:
+                spec = SceneSpec.from_dict(scene)
+            except (KeyError, TypeError) as e:
+                raise ValueError(f"options['scene'] is not a whole scene spec ({type(e).__name__}: {e}); pass a scene name, or a dict "
+                                 "from SceneSpec.to_dict() (info['spec'] of an earlier reset, edited)") from None
+            if (spec.camera.height, spec.camera.width) != tuple(self.resolution):
+                h, w = self.resolution
+                raise ValueError(f"options['scene'] renders {spec.camera.height}x{spec.camera.width} frames; this env's observations are "
+                                 f"{h}x{w}: set its camera's height and width to that, or make the env with resolution="
+                                 f"'{spec.camera.height}x{spec.camera.width}'")
+            return spec
         cfg = self.scene if scene is None else scene_config(scene, **self.scene_overrides)
         return cfg.sample(rng, num_frames=self.episode_frames, resolution=self.resolution, split=self.split)
 

@@ -106,3 +106,65 @@ def test_ids_resolve_from_a_bare_interpreter():
     code = "import gymnasium; env = gymnasium.make('worldsim:PhysicsWorld-v0', scene='occlusion'); print(env.reset(seed=0)[0].shape)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "(64, 64, 3)" in r.stdout
+
+
+def test_given_frames_without_a_prompt_run_uncaptioned_whatever_came_before(tiny_world):
+    """options['frames'] without a prompt: no caption, as in a fresh env (not the
+    description of the physics twin's last, unrelated episode)."""
+    frames = np.zeros((2, 32, 32, 3), np.uint8)
+    env = gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=str(tiny_world), context=2)
+    fresh = gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=str(tiny_world), context=2)
+    assert "ball" in env.reset(seed=1)[1]["caption"]
+    after, info = env.reset(seed=2, options={"frames": frames})
+    first, fresh_info = fresh.reset(seed=2, options={"frames": frames})
+    assert info["caption"] == fresh_info["caption"] == ""
+    a = np.array([0.5, -0.5], np.float32)
+    assert np.array_equal(env.step(a)[0], fresh.step(a)[0])
+
+
+def test_a_refused_reset_leaves_the_running_episode_and_its_info(tiny_world):
+    env = gymnasium.make("worldsim:LearnedWorld-v0", checkpoint=str(tiny_world), context=2)
+    _, info = env.reset(seed=1)
+    with pytest.raises(ValueError):
+        env.reset(options={"frames": np.zeros((2, 16, 16, 3), np.uint8), "prompt": "a red cube"})  # the wrong size
+    _, _, _, _, after = env.step(np.zeros(2, np.float32))
+    assert after["caption"] == info["caption"]
+    after["unknown_words"].append("zzz")  # the caller's own list
+    assert "zzz" not in env.unwrapped.worlds.sim.unknown_words[0]
+
+
+def test_the_vector_env_refuses_what_it_cannot_do(tiny_world):
+    def make(**kw):
+        return gymnasium.make_vec("worldsim:LearnedWorld-v0", checkpoint=str(tiny_world), context=2, **kw)
+
+    for bad, message in (({"num_envs": 0}, "num_envs"), ({"num_envs": 2, "render_mode": "human"}, "render_mode")):
+        with pytest.raises(ValueError, match=message):
+            make(**bad)
+    venv = make(num_envs=3)
+    with pytest.raises(ValueError, match="one seed for each of the 3 worlds, got 2"):
+        venv.reset(seed=[1, 2])
+    a, _ = venv.reset(seed=np.int64(7))  # a numpy integer is a seed too
+    b, _ = venv.reset(seed=7)
+    assert np.array_equal(a, b)
+    venv.close()
+    with pytest.raises(gymnasium.error.ClosedEnvironmentError):
+        venv.step(np.zeros((3, 2), np.float32))
+
+
+def test_a_scene_spec_given_at_reset_is_checked(tiny_world):
+    env = gymnasium.make("PhysicsWorld-v0")
+    _, info = env.reset(seed=0)
+    spec = info["spec"].to_dict()
+    obs, _ = env.reset(options={"scene": spec})  # the same spec: fine
+    assert obs.shape == (64, 64, 3)
+    spec["camera"] = {**spec["camera"], "height": 32, "width": 48}
+    with pytest.raises(ValueError, match="renders 32x48 frames; this env's observations are 64x64"):
+        env.reset(options={"scene": spec})
+    with pytest.raises(ValueError, match=r"options\['scene'\] is not a whole scene spec"):
+        env.reset(options={"scene": {"objects": []}})
+    env.close()
+
+
+def test_the_envs_import_no_plotting_until_a_window_is_shown():
+    code = "import sys, worldsim_envs.physics_world, worldsim_envs.learned_world; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
