@@ -132,3 +132,22 @@ def test_a_bad_model_value_is_refused_before_data_or_an_autoencoder_is_made(tmp_
     with pytest.raises(ValueError, match=message):
         run_experiment(plain, progress=False)
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
+def test_the_fidelity_curves_of_runs_that_differ_only_in_experiment_are_all_kept(tmp_path):
+    """Runs of a sweep are labelled by the overrides in which they differ: runs of two
+    experiments (or two alike) never overwrite each other's curve."""
+    from worldsim.evaluate.sweep import curves
+
+    def run(name, overrides, err):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        (tmp_path / name / "eval").mkdir()
+        (tmp_path / name / "eval" / "fidelity_curve.json").write_text(json.dumps([{"step": 1, "tf_err_px": err}]))
+
+    run("0", ["experiment=recipe_a", "threads=2", "lr=1e-3"], 1.0)
+    run("1", ["experiment=recipe_b", "threads=2", "lr=1e-3"], 9.0)
+    run("2", ["experiment=recipe_b", "threads=2", "lr=1e-3"], 5.0)
+    got = curves(tmp_path)
+    assert got == {"experiment=recipe_a": [{"step": 1, "tf_err_px": 1.0}], "experiment=recipe_b": [{"step": 1, "tf_err_px": 9.0}],
+                   "experiment=recipe_b (2)": [{"step": 1, "tf_err_px": 5.0}]}

@@ -134,8 +134,14 @@ def curves(sweep: Path) -> dict[str, list[dict[str, Any]]]:
     out = {}
     if (sweep / "eval" / "fidelity_curve.json").is_file():
         out[sweep.name] = json.loads((sweep / "eval" / "fidelity_curve.json").read_text())
-    for run in sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "eval" / "fidelity_curve.json").is_file()):
-        label = ", ".join(f"{k}={v}" for k, v in _overrides(run).items() if k not in ("experiment", "tag", "threads", "hydra.sweep.dir")) or "base"
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "eval" / "fidelity_curve.json").is_file())
+    overrides = {run: {k: v for k, v in _overrides(run).items() if k not in ("threads", "hydra.sweep.dir")} for run in runs}
+    # a run is labelled by the overrides in which the runs differ (the experiment and tag too, where they do)
+    varying = {k for o in overrides.values() for k in o if len({p.get(k) for p in overrides.values()}) > 1}
+    for run in runs:
+        label = ", ".join(f"{k}={v}" for k, v in overrides[run].items() if k in varying) or "base"
+        if label in out:  # two runs alike in every override: each keeps its curve, named by its folder
+            label = f"{label} ({run.name})"
         out[label] = json.loads((run / "eval" / "fidelity_curve.json").read_text())
     return out
 
