@@ -4,10 +4,12 @@ frames kept exactly, prompt expansion round trips, bucketed training, bad input.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from worldsim.checkpoint import load_checkpoint
 from worldsim.sampler import MODES, SampleConfig, SampleError, Sampler
 from worldsim.sampler import run_sample as run
 
@@ -196,3 +198,25 @@ def test_training_in_buckets_mixes_sizes_and_lengths(tiny_data, tmp_path):
     assert np.isfinite(result["logs"]["loss"])
     with pytest.raises(Exception, match="no training episode is 48x64"):
         train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "run2"), "buckets": [{"resolution": [48, 64], "frames": 4}]}))
+
+
+def test_an_autoencoder_trains_in_buckets_on_episodes_shorter_than_its_clips(tmp_path):
+    """A bucketed autoencoder run takes episodes shorter than clip_frames; fitting its
+    latent statistics at a checkpoint then reads what they have, not clip_frames."""
+    import yaml
+
+    from worldsim.config import config_dir
+    from worldsim.data.generation import StreamConfig, generate_stream
+    from worldsim.sim.engines import EngineConfig
+    from worldsim.sim.scenes import scene_config
+    from worldsim.training.loop import OptimConfig, TrainConfig, train
+
+    short = tmp_path / "short"
+    generate_stream(StreamConfig(scene=scene_config("bouncing_balls"), engine=EngineConfig("mujoco"), episodes=3, frames=6,
+                                 resolution=(32, 32), split="train"), short, progress=False)
+    ae = yaml.safe_load((Path(config_dir()) / "ae" / "tiny.yaml").read_text())
+    cfg = TrainConfig(stage="autoencoder", data=str(short), out=str(tmp_path / "run"), max_steps=2, batch_size=2, clip_frames=8,
+                      num_workers=0, checkpoint_every=2, sample_every=1000, buckets=[{"resolution": [32, 32], "frames": 4}],
+                      optim=OptimConfig(lr=1e-3, warmup_steps=1), stage_options={"ae": ae})
+    train(cfg)
+    assert load_checkpoint(tmp_path / "run")["step"] == 2

@@ -81,8 +81,12 @@ class AutoencoderStage:
 
     @torch.no_grad()
     def before_checkpoint(self, module: nn.Module, ema: nn.Module | None, dataset: Any, device: torch.device, precision: str) -> None:
-        """Fit the latent's per-channel shift and scale to the data the weights now see."""
-        clips = [dataset[(i, 0, self.clip_frames)]["frames"][None].to(device) for i in range(min(32, len(dataset.episodes)))]
+        """Fit the latent's per-channel shift and scale to the data the weights now see
+        (the first 32 episodes' first frames: clip_frames of each, or as many of 1 + tf*k
+        as a shorter episode has, which a bucketed run trains on too)."""
+        tf = self.ae_config.temporal_factor
+        lengths = [1 + (min(self.clip_frames, int(row["num_frames"])) - 1) // tf * tf for row in dataset.episodes[:32]]
+        clips = [dataset[(i, 0, n)]["frames"][None].to(device) for i, n in enumerate(lengths)]
         for m in (module, ema):
             if m is not None:
                 m.eval()
