@@ -1,6 +1,7 @@
 """The shared training loop: resume exactness, DDP, refusing mismatched checkpoints,
 stopping on a non-finite loss."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -333,3 +334,30 @@ def test_object_motion_is_each_objects_centroid_shift_where_it_is_and_was():
     assert int(still_background(seg == 0, (8, 8))[0, 2].sum()) == 64 - 6 - 1  # latent pixels no object touches in frames 1 and 2
     with pytest.raises(ValueError, match="flow.motion_weight"):
         FlowConfig(motion_weight=-1.0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"checkpoint_every": 0}, "checkpoint_every must be a whole number >= 1, got 0"),
+    ({"log_every": 0}, "log_every must be"),
+    ({"keep_checkpoints": 0}, "keep_checkpoints must be a whole number >= 1"),  # would delete the checkpoint just saved
+    ({"max_steps": "abc"}, "max_steps must be a whole number >= 0, got 'abc'"),
+    ({"seed": -1}, "seed must be a whole number >= 0"),
+    ({"max_wall_s": 0}, "max_wall_s must be a positive number or null"),
+    ({"buckets": [{"resolution": [32, 32]}]}, "each of buckets is"),
+    ({"buckets": [{"resolution": [32, 32], "frames": 4, "weight": 0}]}, "buckets need a positive weight"),
+])
+def test_a_run_setting_that_cannot_work_is_refused_naming_it(tmp_path, bad, message):
+    from worldsim.training.loop import TrainConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(stage="dit", data=str(tmp_path), out=str(tmp_path / "run"), **bad)
+
+
+def test_unknown_optimizer_and_ae_train_keys_are_named():
+    from worldsim.training.experiment import run_experiment
+    from worldsim.training.loop import config_from_plain
+
+    with pytest.raises(ValueError, match=r"unknown keys \['optim.foo'\]"):
+        config_from_plain({"stage": "dit", "data": "d", "out": "o", "optim": {"lr": 1e-3, "foo": 1}})
+    with pytest.raises(ValueError, match=r"ae_train.lr must be a number, got 'fast'"):
+        run_experiment({"stage": "dit", "data": "d", "out": "o", "ae_train": {"lr": "fast"}})

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from worldsim.atomic import atomic_write_text
 from worldsim.checkpoint import CheckpointError, CheckpointKindError, checkpoint_path, load_checkpoint, save_checkpoint, step_checkpoints
+from worldsim.config import typed
 from worldsim.data.dataset import ClipDataset
 from worldsim.models.text import pad_text
 from worldsim.runtime import autocast, flop_counter, resolve_device, resolve_precision, seeded_generator
@@ -105,8 +106,23 @@ class TrainConfig:
     stage_options: dict[str, Any] = field(default_factory=dict)  # what the stage itself reads
 
     def __post_init__(self) -> None:
-        if self.max_steps < 0 or self.batch_size < 1 or self.clip_frames < 1:
-            raise ValueError("max_steps must be >= 0, batch_size and clip_frames >= 1")
+        for key, least in (("max_steps", 0), ("batch_size", 1), ("clip_frames", 1), ("seed", 0), ("num_workers", 0), ("log_every", 1),
+                           ("sample_every", 1), ("checkpoint_every", 1), ("keep_checkpoints", 1)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{key} must be a whole number >= {least}, got {value!r}")
+        for key in ("max_wall_s", "checkpoint_every_flops"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+                raise ValueError(f"{key} must be a positive number or null, got {value!r}")
+        if self.buckets is not None:
+            for b in self.buckets:
+                res, frames, weight = (b.get("resolution"), b.get("frames"), b.get("weight", 1.0)) if isinstance(b, dict) else (None, None, None)
+                if (not isinstance(res, (list, tuple)) or len(res) != 2 or not all(isinstance(x, int) and x > 0 for x in res)
+                        or not isinstance(frames, int) or frames < 1 or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf):
+                    raise ValueError(f"each of buckets is {{resolution: [H, W], frames: T, weight: w (optional, >= 0)}}, got {b!r}")
+            if not sum(float(b.get("weight", 1.0)) for b in self.buckets) > 0:
+                raise ValueError(f"buckets need a positive weight somewhere (else none is ever drawn), got {self.buckets}")
         if self.max_flops is not None and not (math.isfinite(float(self.max_flops)) and float(self.max_flops) > 0):
             raise ValueError(f"max_flops must be a positive number of FLOPs (e.g. 6e13) or null, got {self.max_flops}")
         if self.optim.decay not in ("none", "cosine"):
@@ -515,6 +531,6 @@ def config_from_plain(plain: dict[str, Any]) -> TrainConfig:
     fields, the rest (``ae``, ``model``, ``text``, ``flow``, ...) the stage's options."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     top = {k: v for k, v in plain.items() if k in known and k not in ("optim", "stage_options")}
-    optim = OptimConfig(**plain.get("optim", {}))
+    optim = typed(OptimConfig, plain.get("optim"), "optim")  # unknown keys and wrong kinds named
     options = {k: v for k, v in plain.items() if k not in known}
     return TrainConfig(**top, optim=optim, stage_options=options)
