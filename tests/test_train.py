@@ -361,3 +361,21 @@ def test_unknown_optimizer_and_ae_train_keys_are_named():
         config_from_plain({"stage": "dit", "data": "d", "out": "o", "optim": {"lr": 1e-3, "foo": 1}})
     with pytest.raises(ValueError, match=r"ae_train.lr must be a number, got 'fast'"):
         run_experiment({"stage": "dit", "data": "d", "out": "o", "ae_train": {"lr": "fast"}})
+
+
+def test_every_rank_trains_the_same_kind_of_step():
+    """Under DDP each rank draws from its own generator, but a step's kind (the
+    simulator's task or the Sora modes) is rank 0's: else the ranks would count other
+    FLOPs, set other learning rates and stop at other steps."""
+    from worldsim.training.loop import Dist, TrainConfig, draw_step, make_stage, step_generator
+
+    stage = make_stage(TrainConfig(stage="dit", data="d", out="o", stage_options={**DIT, "flow": {"simulator_share": 0.8}}))
+    kinds = {r: [draw_step(stage, 0, s, Dist(r, 2))[0] for s in range(40)] for r in (0, 1)}
+    assert kinds[0] == kinds[1] and set(kinds[0]) == {"simulator", "sequence"}
+    own = [stage.step_kind(step_generator(0, s, 1)) for s in range(40)]
+    assert own != kinds[0]  # what rank 1 drew itself
+    for s in range(3):  # each rank's stream: one draw taken, as with one process
+        _, gen = draw_step(stage, 0, s, Dist(1, 2))
+        ref = step_generator(0, s, 1)
+        stage.step_kind(ref)
+        assert torch.equal(torch.rand(4, generator=gen), torch.rand(4, generator=ref))

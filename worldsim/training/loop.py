@@ -11,7 +11,9 @@ is stopped and resumed takes exactly the steps an uninterrupted one would.
 
 Distributed. ``torchrun --nproc_per_node=N -m worldsim.train ...`` runs DDP (gloo on
 CPU, NCCL on GPU): each rank takes its share of every batch, gradients are averaged,
-only rank 0 writes, all ranks share the run directory ``out``.
+every rank trains the same kind of step (rank 0's draw) and stops at the same step
+(``max_wall_s`` by any rank's clock), only rank 0 writes, all ranks share the run
+directory ``out``.
 """
 
 from __future__ import annotations
@@ -363,6 +365,28 @@ class Checkpointer:
             old.unlink(missing_ok=True)
 
 
+def draw_step(stage: Stage, seed: int, step: int, dist: Dist) -> tuple[str, torch.Generator]:
+    """What step ``step`` trains, and this rank's generator for it. Every rank draws the
+    kind from its own generator (so its stream is the same with one process or many), and
+    trains rank 0's: the same kind on every rank, so the ranks count the same FLOPs, set
+    the same learning rate and stop at the same step."""
+    gen = step_generator(seed, step, dist.rank)
+    kind = stage.step_kind(gen)
+    if dist.rank != 0:
+        kind = stage.step_kind(step_generator(seed, step, 0))
+    return kind, gen
+
+
+def agreed(stop: bool, dist: Dist, device: torch.device) -> bool:
+    """``stop`` if any rank says so (each rank's own clock may differ): every rank then
+    leaves the loop at the same step, none waits for the others in a gradient all-reduce."""
+    if dist.world == 1:
+        return stop
+    flag = torch.tensor([float(stop)], device=device)
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def resume_state(out: Path, kind: str, *, move_broken: bool = True) -> dict[str, Any] | None:
     """The newest intact checkpoint of a run (None: a fresh run). A checkpoint that does
     not load (truncated by a crash, say) is moved aside to ``checkpoints/broken/`` (under
@@ -470,12 +494,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     for batch in loader:
         if cfg.max_flops and compute["flops"] >= float(cfg.max_flops):
             break
-        if cfg.max_wall_s and time.perf_counter() - started >= float(cfg.max_wall_s):
+        if cfg.max_wall_s and agreed(time.perf_counter() - started >= float(cfg.max_wall_s), dist, device):
             log.info("max_wall_s=%s reached at step %d", cfg.max_wall_s, step)
             break
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        gen = step_generator(cfg.seed, step, dist.rank)
-        kind = stage.step_kind(gen)
+        kind, gen = draw_step(stage, cfg.seed, step, dist)
         key = (kind, *batch["frames" if "frames" in batch else "latents"].shape)
         counter = flops.counter(key)
         # a compiled module runs eagerly while it is counted: Dynamo does not trace under the
