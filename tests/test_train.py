@@ -82,7 +82,7 @@ def test_two_process_ddp_trains_and_ranks_agree(tiny_data, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, torch
         from worldsim.training.loop import OptimConfig, TrainConfig, train
-        cfg = TrainConfig(stage="dit", data={str(tiny_data)!r}, out={str(tmp_path / 'run')!r}, max_steps=2, batch_size=2,
+        cfg = TrainConfig(stage="dit", data={str(tiny_data)!r}, out={str(tmp_path / 'run')!r}, max_steps=2, max_wall_s=3600, batch_size=2,
                           clip_frames=4, num_workers=0, checkpoint_every=2, sample_every=1000, optim=OptimConfig(lr=1e-3, warmup_steps=1),
                           stage_options={DIT!r})
         module = train(cfg)["module"]
