@@ -44,6 +44,22 @@ def test_the_detector_finds_known_positions():
     assert n == 3 and labels[0, 0] == 1 and labels[2, 2] == 2 and labels[5, 5] == 3
 
 
+def test_a_screen_is_never_read_as_an_object():
+    """A dark grey screen is 81 from brown in RGB, nearer than the black background: the
+    detector must not read it as a brown ball (only the ball's own pixels count, and a
+    ball wholly behind the screen is absent). A grey asked for is still found."""
+    from worldsim.sim import palette
+
+    brown, dark = palette.rgb("brown"), palette.OCCLUDER_COLOURS["dark grey"]
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    frames[:, :, 8:] = dark  # the screen
+    frames[0, 2:4, 5:8] = brown  # the ball's visible part, left of the screen
+    d = detect_objects(frames, np.array([brown]))
+    assert d["areas"][:, 0].tolist() == [6, 0] and not d["present"][1, 0]
+    assert np.allclose(d["centroids"][0, 0], [6.5, 3.0])
+    assert detect_objects(frames, np.array([brown, dark]))["areas"][0].tolist() == [6, 128]
+
+
 def test_identical_rollouts_score_perfectly():
     frames = moving()
     m = rollout_metrics(frames[1:], frames[1:].copy(), COLOURS, prev_truth=frames[0])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from worldsim.sim import palette
+
 
 def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """Label the 4-connected components of a boolean (H, W) mask.
@@ -49,23 +51,43 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, len(uniq)
 
 
-def classify_pixels(frames: np.ndarray, colours: np.ndarray, *, background: tuple[int, int, int] = (0, 0, 0), max_distance: float = 90.0) -> np.ndarray:
+def not_objects(colours: np.ndarray) -> np.ndarray:
+    """The palette's colours that are never an object's (the occluders: screens that
+    hide objects), less any of ``colours``: (M, 3)."""
+    asked = {tuple(int(x) for x in c) for c in np.asarray(colours).reshape(-1, 3)}
+    return np.array([c for c in palette.OCCLUDER_COLOURS.values() if c not in asked], np.float32).reshape(-1, 3)
+
+
+def classify_pixels(
+    frames: np.ndarray, colours: np.ndarray, *, background: tuple[int, int, int] = (0, 0, 0), max_distance: float = 90.0, others: np.ndarray | None = None
+) -> np.ndarray:
     """Assign every pixel to the nearest of ``colours`` (K, 3) or the background.
 
     frames: (..., H, W, 3) uint8. Returns (..., H, W) int16: k + 1 for colour k, 0 for
-    background or for pixels farther than ``max_distance`` (RGB, Euclidean) from
-    every colour (blurry in-between shades of a prediction are not objects).
+    background, for pixels farther than ``max_distance`` (RGB, Euclidean) from every
+    colour (blurry in-between shades of a prediction are not objects), and for pixels
+    nearest one of ``others`` (M, 3), colours that are not objects (default
+    :func:`not_objects`: a dark grey screen is 81 from brown, nearer than black, and
+    would be read as a brown ball).
     """
     px = frames.astype(np.float32)
-    table = np.concatenate([np.asarray([background], np.float32), np.asarray(colours, np.float32).reshape(-1, 3)])  # (K+1, 3)
-    d2 = ((px[..., None, :] - table) ** 2).sum(-1)  # (..., H, W, K+1)
+    colours = np.asarray(colours, np.float32).reshape(-1, 3)
+    others = not_objects(colours) if others is None else np.asarray(others, np.float32).reshape(-1, 3)
+    table = np.concatenate([np.asarray([background], np.float32), colours, others])  # (1 + K + M, 3)
+    d2 = ((px[..., None, :] - table) ** 2).sum(-1)  # (..., H, W, 1 + K + M)
     best = d2.argmin(-1).astype(np.int16)
-    best[d2.min(-1) > max_distance**2] = 0
+    best[(d2.min(-1) > max_distance**2) | (best > len(colours))] = 0
     return best
 
 
 def detect_objects(
-    frames: np.ndarray, colours: np.ndarray, *, min_pixels: int = 1, background: tuple[int, int, int] = (0, 0, 0), max_distance: float = 90.0
+    frames: np.ndarray,
+    colours: np.ndarray,
+    *,
+    min_pixels: int = 1,
+    background: tuple[int, int, int] = (0, 0, 0),
+    max_distance: float = 90.0,
+    others: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Objects read off frames by their palette colours.
 
@@ -73,12 +95,13 @@ def detect_objects(
       frames: (T, H, W, 3) uint8.
       colours: (K, 3) the RGB colour of each object to find.
       min_pixels: fewer pixels of a colour than this and the object is absent.
+      others: colours that are not objects (see :func:`classify_pixels`).
 
     Returns ``centroids`` (T, K, 2) in pixels (x right, y down; pixel (c, r) centred
     at (c + 0.5, r + 0.5); NaN where absent), ``areas`` (T, K) pixel counts and
     ``present`` (T, K) bool.
     """
-    labels = classify_pixels(frames, colours, background=background, max_distance=max_distance)  # (T, H, W)
+    labels = classify_pixels(frames, colours, background=background, max_distance=max_distance, others=others)  # (T, H, W)
     T, H, W = labels.shape
     K = len(colours)
     flat = labels.reshape(T, -1).astype(np.int64)

@@ -1,9 +1,12 @@
 """The fixed colour palette: every object gets its own flat colour, so that it can be
 read off any frame by its colour alone (for ground truth and learned frames alike).
 
-Colours are far apart in RGB (every pair differs by at least 100 in some channel),
-which keeps them separable after lossy video compression and in a model's blurry
-predictions. The names are the words captions use.
+Colours are far apart in RGB: object colours at least 82.6 apart (Euclidean; yellow
+and orange are the nearest pair, then red and brown at 103), which keeps them separable
+after lossy video compression and in a model's blurry predictions. The occluders' greys
+are not that far from the objects' (dark grey is 81 from brown): the evaluation's
+detector reads a pixel nearest a grey as no object (``worldsim.evaluate.detect``). The
+names are the words captions use.
 """
 
 from __future__ import annotations
