@@ -78,7 +78,7 @@ def test_a_sweep_runs_reports_and_resumes(tmp_path):
         done = json.loads((run / "done.json").read_text())
         assert done["flops"] > 0 and done["compute"]["autoencoder"]["steps"] == 4 and done["compute"]["dit"]["steps"] == 4
         assert (run / "eval" / "bouncing_balls" / "metrics.json").is_file()
-        assert set(done["eval"]["mean"]) == {"position_error_px", "psnr", "count_violation_rate", "score"}
+        assert set(done["eval"]["mean"]) == {"position_error_px", "objects_lost_rate", "position_error_charged_px", "psnr", "count_violation_rate", "score"}
     assert len(list((tmp_path / "data" / "experiments").iterdir())) == 2  # one recipe folder (and its lock), shared
 
     from worldsim.report_sweep import main as report_main

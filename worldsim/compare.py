@@ -40,7 +40,11 @@ def main(cfg: DictConfig) -> None:
     plain["engine"] = plain.pop("engine")["name"]
     result = run_compare(typed(CompareConfig, plain, "compare"))
     s = result["summary"]["model"]
-    print(f"wrote {Path(cfg.out).resolve()}: position error at step 16 {s.get('position_error_px', {}).get('at_16')}, "
+    at16 = lambda key: s.get(key, {}).get("at_16")  # noqa: E731
+    lost = at16("objects_lost_rate")
+    # the plain error averages only objects found in both: never shown without the share lost
+    print(f"wrote {Path(cfg.out).resolve()}: at step 16 position error {at16('position_error_px')} px, "
+          f"{'–' if lost is None else f'{100 * lost:.1f}%'} of objects lost, charged error {at16('position_error_charged_px')} px; "
           f"score {result.get('scores', {}).get('model', {}).get('score')}")
 
 

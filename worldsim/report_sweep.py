@@ -19,7 +19,7 @@ from worldsim.evaluate.sweep import report
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m worldsim.report_sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep", help="a multirun folder (multirun/NAME), or one run's folder")
-    p.add_argument("--metric", default=None, help="the error to plot (default: position_error_px if evaluated, else loss)")
+    p.add_argument("--metric", default=None, help="the error to plot (default: the fidelity probe's tf_err_px, else position_error_charged_px if evaluated, else loss)")
     p.add_argument("--by", default=None, help="the varied setting that makes the lines")
     a = p.parse_args(argv)
     try:

@@ -128,3 +128,21 @@ def test_the_compare_cli_writes_every_file_with_the_documented_keys(tiny_world, 
 def test_compare_refuses_bad_settings(tmp_path):
     r = subprocess.run([sys.executable, "-m", "worldsim.compare", "engine=havok", "checkpoint=x", f"out={tmp_path}"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0 and "pybullet" in r.stderr and "mujoco" in r.stderr  # the valid choices
+
+
+def test_a_scene_left_out_of_a_mean_is_named():
+    """A scene whose figure is undefined (every object lost) drops out of that mean
+    over scenes; the headline names it instead of hiding it."""
+    from worldsim.evaluate.runs import fidelity_headline
+
+    def scene(err):
+        return {"one_step": {"objects_lost": 0.0, "position_error_px": 1.0, "position_error_px_copy_last": 2.0, "latent_mse": 0.1,
+                             "latent_mse_copy_last": 0.2},
+                "autoregressive": {"position_error_px": {"at_1": err, "at_4": err, "at_16": err},
+                                   "objects_lost": {"at_1": 0.0, "at_4": 0.0, "at_16": 1.0 if err is None else 0.0},
+                                   "objects_lost_mean": 0.5 if err is None else 0.0, "count_violation_rate": 0.0, "break_agreement": None}}
+
+    row = fidelity_headline({"scenes": {"a": scene(2.0), "b": scene(None)}, "gates": {"one_step": True, "autoregressive": False}})
+    assert row["ar_err_px@16"] == 2.0 and row["ar_lost@16"] == 0.5
+    assert row["undefined"] == {"ar_err_px@1": ["b"], "ar_err_px@4": ["b"], "ar_err_px@16": ["b"], "tf_object_mse": ["a", "b"],
+                                "tf_object_mse_copy": ["a", "b"]}

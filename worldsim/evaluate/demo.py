@@ -91,8 +91,10 @@ def summary_table(results: dict[str, dict[str, Any]], horizon: int) -> str:
         notes = []
         if r["model"].get("break_agree") is not None:
             notes.append(f"break agreement {r['model']['break_agree']:.0%}")
-        if r["model"].get("reappearance_error_px") is not None:
-            notes.append(f"reappearance error {r['model']['reappearance_error_px']:.1f} px")
+        if r["model"].get("reappearance_error_px") is not None or r["model"].get("reappearance_missing"):
+            err, missing = r["model"].get("reappearance_error_px"), r["model"].get("reappearance_missing") or 0.0
+            # the error is of the objects that came back; those that did not are counted beside it
+            notes.append(f"reappearance error {_fmt(err, 1)} px ({missing:.2f} an episode never back)")
         if r["model"].get("agent_displacement_error_px"):
             a = at(r["model"], "agent_displacement_error_px", hh)
             if a is not None:

@@ -83,44 +83,47 @@ def judge_compare(cfg: TrainConfig, evaluation: Evaluation) -> dict[str, Any]:
         )
         r = run_compare(c)
         curves = r["model"]
-        headline[scene] = {
+        headline[scene] = {  # the plain error (objects found in both) beside the share lost and the charged error
             "position_error_px": _at(curves, "position_error_px", 16),
+            "objects_lost_rate": _at(curves, "objects_lost_rate", 16),
+            "position_error_charged_px": _at(curves, "position_error_charged_px", 16),
             "psnr": _at(curves, "psnr", 8),
             "count_violation_rate": _mean(curves.get("count_violation_rate") or []),
             "score": r.get("scores", {}).get("model", {}).get("score"),
         }
-    keys = ("position_error_px", "psnr", "count_violation_rate", "score")
+    keys = ("position_error_px", "objects_lost_rate", "position_error_charged_px", "psnr", "count_violation_rate", "score")
     mean = {k: _mean([h[k] for h in headline.values()]) for k in keys}
-    result = {"scenes": headline, "mean": mean}
+    result = {"scenes": headline, "mean": mean, "undefined": _undefined(headline, keys)}
     atomic_write_text(out / "eval" / "summary.json", json.dumps(result, indent=1, default=float))
     return result
 
 
 def fidelity_headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The fidelity probe's figures as one flat row (means over the probed scenes)."""
-    scenes = result["scenes"].values()
-
-    def mean(get: Any) -> float | None:
-        return _mean([get(s) for s in scenes])
-
-    row = {
-        "tf_lost": mean(lambda s: s["one_step"]["objects_lost"]),
-        "tf_err_px": mean(lambda s: s["one_step"]["position_error_px"]),
-        "tf_err_px_copy": mean(lambda s: s["one_step"]["position_error_px_copy_last"]),
-        "tf_latent_mse": mean(lambda s: s["one_step"]["latent_mse"]),
-        "tf_latent_mse_copy": mean(lambda s: s["one_step"]["latent_mse_copy_last"]),
-        "tf_object_mse": mean(lambda s: s["one_step"].get("object_pixel_mse")),
-        "tf_object_mse_copy": mean(lambda s: s["one_step"].get("object_pixel_mse_copy_last")),
+    """The fidelity probe's figures as one flat row (means over the probed scenes). A
+    scene where a figure is undefined (every object lost: no position error) is left out
+    of that mean and named under ``undefined``."""
+    getters: dict[str, Any] = {
+        "tf_lost": lambda s: s["one_step"]["objects_lost"],
+        "tf_err_px": lambda s: s["one_step"]["position_error_px"],
+        "tf_err_px_copy": lambda s: s["one_step"]["position_error_px_copy_last"],
+        "tf_latent_mse": lambda s: s["one_step"]["latent_mse"],
+        "tf_latent_mse_copy": lambda s: s["one_step"]["latent_mse_copy_last"],
+        "tf_object_mse": lambda s: s["one_step"].get("object_pixel_mse"),
+        "tf_object_mse_copy": lambda s: s["one_step"].get("object_pixel_mse_copy_last"),
     }
     for k in (1, 4, 16):
-        row[f"ar_err_px@{k}"] = mean(lambda s, k=k: s["autoregressive"]["position_error_px"].get(f"at_{k}"))
-        row[f"ar_lost@{k}"] = mean(lambda s, k=k: s["autoregressive"]["objects_lost"].get(f"at_{k}"))
-    row["ar_lost_mean"] = mean(lambda s: s["autoregressive"]["objects_lost_mean"])
-    row["count_violation_rate"] = mean(lambda s: s["autoregressive"]["count_violation_rate"])
-    row["break_agreement"] = mean(lambda s: s["autoregressive"]["break_agreement"])
+        getters[f"ar_err_px@{k}"] = lambda s, k=k: s["autoregressive"]["position_error_px"].get(f"at_{k}")
+        getters[f"ar_lost@{k}"] = lambda s, k=k: s["autoregressive"]["objects_lost"].get(f"at_{k}")
+    getters["ar_lost_mean"] = lambda s: s["autoregressive"]["objects_lost_mean"]
+    getters["count_violation_rate"] = lambda s: s["autoregressive"]["count_violation_rate"]
+    getters["break_agreement"] = lambda s: s["autoregressive"]["break_agreement"]
+    per_scene = {name: {key: get(s) for key, get in getters.items()} for name, s in result["scenes"].items()}
+    row: dict[str, Any] = {key: _mean([r[key] for r in per_scene.values()]) for key in getters}
     row["steps_per_s"] = result.get("steps_per_s_single")
     row["gate_one_step"] = result["gates"]["one_step"]
     row["gate_autoregressive"] = result["gates"]["autoregressive"]
+    # break agreement is a shatter figure: undefined elsewhere by design, not named
+    row["undefined"] = _undefined(per_scene, [k for k in getters if k != "break_agreement"])
     return row
 
 
@@ -132,6 +135,8 @@ def judge_fidelity(cfg: TrainConfig, evaluation: Evaluation) -> dict[str, Any]:
     data = cfg.data[0] if isinstance(cfg.data, list) else cfg.data
     latest = latest_checkpoint(out)
     curve = []
+    if latest is None or not step_checkpoints(out):
+        raise ValueError(f"{out} holds no checkpoint to probe (checkpoints/step_*.pt); train it first, or give eval_only=false")
     for ck in step_checkpoints(out):
         r = run_fidelity(FidelityConfig(
             checkpoint=str(ck), data=str(data), scenes=evaluation.scenes, engine=evaluation.engine, episodes=evaluation.episodes,
@@ -150,6 +155,13 @@ def _at(curves: dict[str, Any], metric: str, step: int) -> float | None:
     """A per-step metric at ``step`` (1-based), or at the last step if the horizon is shorter."""
     curve = curves.get(metric) or []
     return curve[min(step, len(curve)) - 1] if curve else None
+
+
+def _undefined(rows: dict[str, dict[str, Any]], keys: Any) -> dict[str, list[str]]:
+    """For each of ``keys``, the rows (scenes) where it is undefined (None), when any is:
+    a mean over the rest says so beside it rather than hiding them."""
+    out = {k: [name for name, r in rows.items() if r.get(k) is None] for k in keys}
+    return {k: v for k, v in out.items() if v}
 
 
 def _mean(values: list[Any]) -> float | None:

@@ -8,8 +8,8 @@ if it was evaluated (``eval=true``), its headline figures. Writes
 ``DIR/sweep.md``, ``DIR/sweep.csv`` and ``DIR/sweep.png`` (the error against
 training compute, log scale, one line per value of a varied setting).
 
-Options: ``--metric NAME`` (the plotted error: ``position_error_px`` by default when
-runs were evaluated, else ``loss``), ``--by KEY`` (the setting that makes the lines;
+Options: ``--metric NAME`` (the plotted error: by default the fidelity probe's
+``tf_err_px``, else ``position_error_charged_px``, when runs were evaluated, else ``loss``), ``--by KEY`` (the setting that makes the lines;
 default: the first varied one that is not the one compute grows with).
 """
 
@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from worldsim.atomic import atomic_write_text
 
-METRICS = ("position_error_px", "psnr", "count_violation_rate", "score")
+METRICS = ("position_error_px", "objects_lost_rate", "position_error_charged_px", "psnr", "count_violation_rate", "score")
 
 
 def _overrides(run: Path) -> dict[str, str]:
@@ -59,6 +59,9 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
             mean = {k: v for k, v in info["eval"].items() if isinstance(v, (int, float))}
         for k, v in mean.items():
             row[k] = v
+        undefined = mean.get("undefined") or (info.get("eval") or {}).get("undefined")
+        if isinstance(undefined, dict):  # figures a mean leaves some scenes out of, and which
+            row["undefined"] = "; ".join(f"{k}: {', '.join(v)}" for k, v in undefined.items()) or None
         rows.append(row)
     return rows
 
@@ -208,7 +211,7 @@ def report(sweep: str | Path, *, metric: str | None = None, by: str | None = Non
     w.writerow(header)
     w.writerows([["" if v is None else v for v in row] for row in body])
     atomic_write_text(sweep / "sweep.csv", buf.getvalue())
-    metric = metric or next((m for m in ("tf_err_px", "position_error_px") if any(r.get(m) is not None for r in rows)), "loss")
+    metric = metric or next((m for m in ("tf_err_px", "position_error_charged_px", "position_error_px") if any(r.get(m) is not None for r in rows)), "loss")
     varied = varied_keys(rows)
     if by is None and varied:
         by = varied[0] if len(varied) == 1 else next((k for k in varied if "episodes" not in k and "steps" not in k), varied[0])
