@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from worldsim.evaluate.detect import connected_components, detect_objects
 from worldsim.evaluate.metrics import psnr, rollout_metrics, ssim
@@ -146,3 +147,11 @@ def test_a_scene_left_out_of_a_mean_is_named():
     assert row["ar_err_px@16"] == 2.0 and row["ar_lost@16"] == 0.5
     assert row["undefined"] == {"ar_err_px@1": ["b"], "ar_err_px@4": ["b"], "ar_err_px@16": ["b"], "tf_object_mse": ["a", "b"],
                                 "tf_object_mse_copy": ["a", "b"]}
+
+
+def test_probing_a_run_without_checkpoints_says_so(tmp_path):
+    from worldsim.evaluate.runs import Evaluation, judge_fidelity
+    from worldsim.training.loop import TrainConfig
+
+    with pytest.raises(ValueError, match="holds no checkpoint to probe"):
+        judge_fidelity(TrainConfig(stage="dit", data=str(tmp_path), out=str(tmp_path / "run")), Evaluation(kind="fidelity"))
