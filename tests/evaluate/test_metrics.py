@@ -122,6 +122,7 @@ def test_the_compare_cli_writes_every_file_with_the_documented_keys(tiny_world, 
     assert m["reader_error_px"] < 0.3
     rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and "model" in rows[0]
+    assert rows[0]["scene"] == "bouncing_balls" and "ball" in rows[0]["prompt"]  # the prompt the model was given, not the scene's name
     # autoencoder=identity: its reconstruction is the truth itself
     assert all(v == 0 for v in m["baselines"]["autoencoder"]["position_error_px"])
 

@@ -203,7 +203,7 @@ def run_compare(cfg: CompareConfig, *, keep: dict[str, list[np.ndarray]] | None 
         }
     rows = []
     for i, ep in enumerate(episodes):
-        row = {"episode": i, "seed": ep.seed, "caption": ep.spec.scene, "events": ep.events}
+        row = {"episode": i, "seed": ep.seed, "scene": ep.spec.scene, "prompt": ep.prompt, "events": ep.events}  # the prompt the model had
         for name, ms in per_source.items():
             row[name] = {k: (float(np.nanmean(v)) if isinstance(v, np.ndarray) and np.isfinite(v).any() else (None if isinstance(v, np.ndarray) else v)) for k, v in ms[i].items()}
         rows.append(row)
