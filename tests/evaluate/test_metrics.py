@@ -156,3 +156,9 @@ def test_probing_a_run_without_checkpoints_says_so(tmp_path):
 
     with pytest.raises(ValueError, match="holds no checkpoint to probe"):
         judge_fidelity(TrainConfig(stage="dit", data=str(tmp_path), out=str(tmp_path / "run")), Evaluation(kind="fidelity"))
+
+
+def test_a_reader_error_with_nothing_to_measure_is_undefined_not_perfect():
+    from worldsim.evaluate.compare import reader_error
+
+    assert reader_error([]) is None

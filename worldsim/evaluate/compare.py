@@ -136,7 +136,7 @@ def learned_rollouts(checkpoint: str, cfg: CompareConfig, episodes: list[Physics
     return np.concatenate(out)
 
 
-def reader_error(episodes: list[PhysicsEpisode]) -> float:
+def reader_error(episodes: list[PhysicsEpisode]) -> float | None:
     """The detector on true frames against the true positions (px), for objects with
     at least 10 pixels in view: the error the comparison itself carries."""
     errs = []
@@ -148,7 +148,7 @@ def reader_error(episodes: list[PhysicsEpisode]) -> float:
         e = np.linalg.norm(d["centroids"][:, whole] - ep.arrays["positions"][:, whole], axis=-1)
         errs.append(e[ok])
     all_errs = np.concatenate(errs) if errs else np.zeros(0)
-    return round(float(all_errs.mean()), 4) if len(all_errs) else 0.0
+    return round(float(all_errs.mean()), 4) if len(all_errs) else None  # nothing in view to measure: undefined, not perfect
 
 
 def metrics_of(ep: PhysicsEpisode, pred: np.ndarray) -> dict[str, Any]:

@@ -169,7 +169,8 @@ def write_report(out: str | Path, result: dict[str, Any], *, episodes: list[dict
         f"Checkpoint `{cfg['checkpoint']}`; {cfg['episodes']} episodes of the {cfg['split']} split, context {cfg['context']}, "
         f"horizon {cfg['horizon']}, seed {cfg['seed']}.",
         "",
-        f"Detector error on the true frames (the reader's own error): {result['reader_error_px']} px.",
+        "Detector error on the true frames (the reader's own error): "
+        + ("undefined (no object in view to measure)." if result["reader_error_px"] is None else f"{result['reader_error_px']} px."),
         "",
     ]
     if result.get("scores"):
