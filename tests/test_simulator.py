@@ -476,3 +476,63 @@ def test_the_step_benchmark_says_where_the_time_goes(tiny_world, capsys):
     if out["fp32_single"] is not None:  # timed in the same rounds as one world in bf16
         fp32 = out["fp32_single"]
         assert fp32["speedup_over_bf16"] == pytest.approx(np.median(np.divide(out["worlds"]["1"]["ms_per_step_rounds"], fp32["ms_per_step_rounds"])), abs=0.01)
+
+
+def test_a_refused_reset_leaves_the_running_rollout_as_it_was(tiny_world):
+    sim, twin = LearnedSimulator(str(tiny_world)), LearnedSimulator(str(tiny_world))
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    for s in (sim, twin):
+        s.reset(context(0, 3), "two balls bounce", gens())
+        s.step(np.zeros((2, 2), np.float32))
+    for bad, message in (({"context_actions": np.zeros((2, 3, 5))}, "context_actions must be finite numbers of shape"),
+                         ({"context_actions": np.full((2, 3, 2), np.nan)}, "context_actions"),
+                         ({"prompt": 7}, "prompt must be a string")):
+        kw = {"prompt": "two balls bounce", **bad}
+        prompt = kw.pop("prompt")
+        with pytest.raises(ValueError, match=message):
+            sim.reset(context(1, 3), prompt, gens(), **kw)
+    a = np.full((2, 2), 0.5, np.float32)
+    assert np.array_equal(sim.step(a), twin.step(a))  # the same rollout goes on
+    with pytest.raises(ValueError, match="window must be a whole number of frames, at least 1"):
+        LearnedSimulator(str(tiny_world), window=0)
+
+
+def test_a_diverged_model_raises_instead_of_stepping_black_frames(tiny_world):
+    sim = LearnedSimulator(str(tiny_world), precision="fp32")
+    sim.reset(context(0, 3), "two balls bounce", [torch.Generator().manual_seed(i) for i in range(2)])
+    with torch.no_grad():
+        sim.model.dit.final.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"not finite \(NaN or inf\) in worlds \[0, 1\]"):
+        sim.step(np.zeros((2, 2), np.float32))
+
+
+def test_stepping_on_latents_alone_keeps_memory_flat(tiny_world, tmp_path, monkeypatch):
+    """Latents stepped without decoding wait for pictures(): in pixel space only the last
+    is kept; behind a decoder with temporal layers the oldest are decoded once enough
+    wait, and the pictures are those of a simulator that decoded every step."""
+    from worldsim import simulator as simulator_module
+    from worldsim.models.autoencoder import Autoencoder, AutoencoderConfig
+    from worldsim.models.dit import DiTConfig
+    from worldsim.models.text import TextConfig
+    from worldsim.models.world import WorldModel, save_world
+
+    sim = LearnedSimulator(str(tiny_world))
+    sim.reset(context(0, 3), "two balls bounce", [torch.Generator().manual_seed(i) for i in range(2)])
+    for _ in range(5):
+        sim.step(np.zeros((2, 2), np.float32), decode=False)
+    assert len(sim._state["undecoded"]) == 1
+
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(spatial_factor=4, temporal_factor=1, latent_channels=4, channels=[8, 8, 16], temporal_kernel=2))
+    world = WorldModel(DiTConfig(dim=32, depth=1, heads=2, patch=(1, 2, 2), latent_channels=4, text_dim=16), TextConfig(dim=16, depth=1, heads=2))
+    path = save_world(str(tmp_path / "world.pt"), world, ae, resolution=(32, 32), fps=20)
+    monkeypatch.setattr(simulator_module, "UNDECODED", 2)
+    lazy, eager = LearnedSimulator(path, precision="fp32"), LearnedSimulator(path, precision="fp32")
+    for s in (lazy, eager):
+        s.reset(context(0, 3), "two balls bounce", [torch.Generator().manual_seed(i) for i in range(2)])
+    for _ in range(6):
+        a = np.full((2, 2), 0.3, np.float32)
+        lazy.step(a, decode=False)
+        shown = eager.step(a)
+        assert len(lazy._state["undecoded"]) <= 2
+    assert np.array_equal(lazy.pictures(), shown)

@@ -35,6 +35,7 @@ from worldsim.models.text import pad_text, text_bucket
 from worldsim.models.world import load_world
 from worldsim.runtime import CastWeights, autocast, compute_dtype, resolve_device, resolve_precision
 
+UNDECODED = 64  # latents stepped without decoding that wait for pictures() (a decoder with temporal layers)
 RECOMPILE_LIMIT = 64  # graphs of the DiT's forward in one process (torch's default: 8), see LearnedSimulator.__init__
 
 
@@ -112,7 +113,9 @@ class LearnedSimulator:
         self.sampler = sampler or SamplerConfig()
         if self.sampler.steps is None:  # the trained world's own choice
             self.sampler = dataclasses.replace(self.sampler, steps=self.config.flow.sampler_steps)
-        self.window = window or self.config.history
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be a whole number of frames, at least 1 (or None: the model's own {self.config.history}), got {window!r}")
+        self.window = self.config.history if window is None else window
         self.anchored = self.config.dit.anchor
         self.prediction = self.config.flow.prediction
         self.timings = {"dit_s": 0.0, "decode_s": 0.0, "step_s": 0.0, "steps": 0}
@@ -177,6 +180,8 @@ class LearnedSimulator:
           batch_size: the number of worlds when there are no context frames.
         """
         gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
+        if not all(isinstance(g, torch.Generator) for g in gens):
+            raise ValueError(f"generator must be a torch.Generator or one per world, got {[type(g).__name__ for g in gens]}")
         if context_frames is not None:
             frames = np.asarray(context_frames)
             if frames.ndim == 4:
@@ -186,11 +191,19 @@ class LearnedSimulator:
             b, k = frames.shape[:2]
         else:
             b, k = batch_size or len(gens), 0
+            if b < 1:
+                raise ValueError(f"batch_size must be at least 1, got {b}")
         if len(gens) != b:
             raise ValueError(f"pass one generator per world: {b} worlds, {len(gens)} generators")
-        prompts = [prompt] * b if isinstance(prompt, str) else list(prompt)
-        if len(prompts) != b:
-            raise ValueError(f"pass one prompt, or one per world ({b}); got {len(prompts)}")
+        prompts = [prompt] * b if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
+        if len(prompts) != b or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompt must be a string, or one string per world ({b}); got {prompt!r}")
+        acts = np.zeros((b, k, self.action_dim), np.float32) if context_actions is None else np.asarray(context_actions)
+        if acts.shape != (b, k, self.action_dim) or not np.issubdtype(acts.dtype, np.number) or not np.all(np.isfinite(acts)):
+            raise ValueError(f"context_actions must be finite numbers of shape ({b}, {k}, {self.action_dim}), one per context frame, "
+                             f"got {acts.shape} {acts.dtype}")
+        acts = acts.astype(np.float32)
+        # every check above is done before the running rollout is replaced: a refused reset leaves it as it was
         branches = GUIDANCE_ROWS if uses_guidance(self.sampler) else 1
         self._follow_weights()
         self._state = {
@@ -214,7 +227,6 @@ class LearnedSimulator:
         if k == 0:  # the first frame, from the prompt alone
             return self.step(np.zeros((b, self.action_dim), np.float32))
         video = to_model(frames, self.device)  # (B, K, 3, H, W)
-        acts = np.zeros((b, k, self.action_dim), np.float32) if context_actions is None else np.asarray(context_actions, np.float32)
         with autocast(self.device, self.precision):
             latents = self.ae.encode(video).float()  # (B, K, C, h, w)
             self._commit(latents, torch.from_numpy(acts).to(self.device))
@@ -253,8 +265,15 @@ class LearnedSimulator:
                 x = ode_step(lambda x, t: self._velocity(x, t, act, anchor), x, grid[i], grid[i + 1], self.sampler.method)
             if recent:
                 x = st["last_latent"] + x  # the step denoised the difference from the previous frame (as generated, before its noise)
+            bad = ~torch.isfinite(x).flatten(1).all(1)
+            if bad.any():  # a diverged model's frame would decode to black, unseen: say so, and keep the last good state
+                raise FloatingPointError(
+                    f"the model's frame {st['frame']} is not finite (NaN or inf) in worlds {torch.nonzero(bad).flatten().tolist()}; "
+                    f"its weights ({self.checkpoint}) may have diverged. Reset to go on"
+                )
             self._commit(x, act)
             st["undecoded"].append(x)
+            self._bound_backlog(st)
             if not decode:
                 self._account(tic)
                 return x[:, 0].float().cpu().numpy().copy()  # a copy: x is the next step's anchor base
@@ -277,6 +296,19 @@ class LearnedSimulator:
             st["last"] = to_uint8(frame)  # (B, H, W, 3)
             self.timings["decode_s"] += time.perf_counter() - d0
         return st["last"].copy()
+
+    def _bound_backlog(self, st: dict[str, Any]) -> None:
+        """Latents stepped without decoding wait for ``pictures()``: pixel space keeps only
+        the last (decoding it needs nothing before it); a decoder with temporal layers
+        decodes the oldest once ``UNDECODED`` wait, so memory stays flat however long an
+        agent steps on latents alone."""
+        if self.ae.config.identity:
+            del st["undecoded"][:-1]
+        elif len(st["undecoded"]) > UNDECODED:
+            with autocast(self.device, self.precision):
+                for z in st["undecoded"][:-1]:
+                    self.ae.decode_stream(z, st["decoder"])
+            del st["undecoded"][:-1]
 
     def _account(self, tic: float) -> None:
         self.timings["step_s"] += time.perf_counter() - tic
