@@ -162,3 +162,14 @@ def test_a_reader_error_with_nothing_to_measure_is_undefined_not_perfect():
     from worldsim.evaluate.compare import reader_error
 
     assert reader_error([]) is None
+
+
+def test_a_score_part_the_model_leaves_undefined_counts_zero():
+    """A model that never finds an object twice running has no velocity error: that part
+    counts 0 (named), never drops out of the mean and so raises the score."""
+    physical = {"position_error_charged_px": [1.0, 1.0], "velocity_error": [0.2, 0.2], "psnr": [40.0, 40.0]}
+    lost = {"position_error_charged_px": [45.0, 45.0], "velocity_error": [None, None], "psnr": [20.0, 20.0]}
+    s = score(lost, physical)
+    assert s["parts"]["velocity_error"] == 0.0 and s["undefined"] == ["velocity_error"]
+    assert s["score"] == round((s["parts"]["position_error_charged_px"] + 0.0 + 50.0) / 3, 2)
+    assert "undefined" not in score(physical, physical) and score(physical, physical)["score"] == 100.0

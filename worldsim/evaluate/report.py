@@ -12,7 +12,9 @@ with e = 0.5 px for position errors, 0.1 px/frame for velocity, 0.01 for rates; 
 score is their mean over position_error_charged_px (a lost object charged half the
 frame's diagonal, so losing objects cannot raise it), velocity_error,
 count_violation_rate, psnr, ssim and the spatiotemporal motion IoU. 100 means no worse
-than physics disagreeing with itself.
+than physics disagreeing with itself. A part the physics defines and the source does not
+(no velocity where it found no object twice running) counts 0 and is named under
+``undefined``; a part the physics itself leaves undefined is not in the score.
 """
 
 from __future__ import annotations
@@ -98,13 +100,15 @@ def score(model: dict[str, Any], physical: dict[str, Any]) -> dict[str, Any]:
     parts: dict[str, float] = {}
     for key, eps in SCORE_ERRORS.items():
         m, p = _mean_of(model.get(key)), _mean_of(physical.get(key))
-        if m is not None and p is not None:
-            parts[key] = 100.0 * min(1.0, (p + eps) / (m + eps))
+        if p is not None:
+            parts[key] = 0.0 if m is None else 100.0 * min(1.0, (p + eps) / (m + eps))
     for key in SCORE_QUALITIES:
         m, p = _mean_of(model.get(key)), _mean_of(physical.get(key))
-        if m is not None and p is not None and p > 0:
-            parts[key] = 100.0 * min(1.0, max(0.0, m) / p)
-    return {"score": round(float(np.mean(list(parts.values()))), 2) if parts else None, "parts": {k: round(v, 2) for k, v in parts.items()}}
+        if p is not None and p > 0:
+            parts[key] = 0.0 if m is None else 100.0 * min(1.0, max(0.0, m) / p)
+    undefined = [k for k in parts if _mean_of(model.get(k)) is None]  # counted 0: nothing of the source's to measure
+    out = {"score": round(float(np.mean(list(parts.values()))), 2) if parts else None, "parts": {k: round(v, 2) for k, v in parts.items()}}
+    return out | ({"undefined": undefined} if undefined else {})
 
 
 def _mean_of(v: Any) -> float | None:
