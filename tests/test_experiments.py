@@ -62,6 +62,8 @@ def test_a_data_recipe_names_its_content_and_refuses_nonsense(tmp_path):
         DataRecipe(suite="enormous").content()
     with pytest.raises(ValueError, match="scenes and engines"):
         DataRecipe(suite=None, scenes=["shatter"])
+    with pytest.raises(ValueError, match="seed must be a whole number >= 0, got -1"):
+        DataRecipe(suite="smoke", seed=-1)
 
 
 def test_a_sweep_runs_reports_and_resumes(tmp_path):

@@ -124,6 +124,7 @@ def test_a_folder_made_with_another_config_is_refused(tmp_path):
         ("engine=bullet", "pybullet"),
         ("frames=0", "frames must be at least 1"),
         ("episodes=-1", "episodes must be >= 0"),
+        ("seed=-1", "seed must be >= 0"),
         ("scene.radius=[0.1,3.0]", "scene.radius"),
         ("resolution=64by64", "resolution"),
     ],

@@ -25,7 +25,7 @@ log = logging.getLogger("worldsim.generate")
 
 def streams_from_config(cfg: DictConfig) -> list[StreamConfig]:
     """The streams a generate config asks for: one, or every stream of a suite."""
-    common = dict(frames=whole(cfg.frames, "frames"), resolution=parse_resolution(cfg.resolution), seed=whole(cfg.seed, "seed"))
+    common = dict(frames=whole(cfg.frames, "frames"), resolution=parse_resolution(cfg.resolution), seed=whole(cfg.seed, "seed", minimum=0))
     if cfg.get("suite") is None:
         scene = hydra.utils.instantiate(cfg.scene, _convert_="all")
         engine = hydra.utils.instantiate(cfg.engine, _convert_="all")

@@ -69,6 +69,8 @@ class DataRecipe:
     def __post_init__(self) -> None:
         if self.suite is None and not (self.scenes and self.engines):
             raise ValueError("data recipe: without a suite, give scenes and engines (e.g. scenes: [bouncing_balls], engines: [pybullet])")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"data recipe: seed must be a whole number >= 0, got {self.seed!r}")
         if min(self.episodes, self.test_episodes, self.ood_episodes) < 0 or self.episodes < 1:
             raise ValueError(f"data recipe: episodes must be >= 1 and test/ood counts >= 0, got {self.episodes}, "
                              f"{self.test_episodes}, {self.ood_episodes}")
