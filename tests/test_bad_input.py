@@ -410,3 +410,20 @@ def test_an_episode_file_cut_short_is_told_from_a_whole_one(tmp_path):
     with zipfile.ZipFile(tmp_path / "f.npz", "w") as z:
         z.writestr("frames.npy", b"")
     assert not episode_intact(tmp_path / "f.npz")
+
+
+def test_a_mistake_found_in_a_dataloader_worker_is_told_without_its_traceback():
+    from worldsim.cli import user_message
+
+    class Bad(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise EpisodeError("episode x.npz is truncated; regenerate it")
+
+    with pytest.raises(EpisodeError) as e:
+        next(iter(torch.utils.data.DataLoader(Bad(), num_workers=1)))
+    assert "Traceback" in str(e.value)  # what PyTorch gives back
+    assert user_message(e.value) == "episode x.npz is truncated; regenerate it"
+    assert user_message(ValueError("plain")) == "plain"

@@ -46,6 +46,7 @@ from torch._dynamo.utils import counters
 from torch.utils.data import default_collate
 
 from worldsim.checkpoint import CheckpointError, world_checkpoint
+from worldsim.cli import user_message
 from worldsim.config import config_dir
 from worldsim.data.dataset import ClipDataset
 from worldsim.data.episode import save_episode
@@ -886,7 +887,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = _run(parser, args)
     except ValueError as e:  # a user's mistake (a missing checkpoint, a folder that is not data, ...): its message, as every command ends one
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {user_message(e)}") from None
     print(json.dumps(result))
 
 

@@ -25,6 +25,17 @@ def refuse_file_outputs(argv: list[str], keys: tuple[str, ...] = ("out",)) -> No
             sys.exit(f"error: {key}={value} is a file, not a folder; pass a folder to write into (it is made if missing)")
 
 
+def user_message(e: BaseException) -> str:
+    """What a user is told of a mistake: its message. One a DataLoader worker raised (an
+    unreadable episode, say) comes back with the worker's traceback in its text; only the
+    worker's own message is kept."""
+    msg = str(e)
+    if "Original Traceback" in msg:
+        last = msg.strip().splitlines()[-1]  # "module.ErrorType: the message"
+        msg = last.split(": ", 1)[1] if ": " in last else last
+    return msg
+
+
 def entry_point(config_name: str, *, errors: tuple[type[BaseException], ...] = ()) -> Callable[[Callable[[Any], Any]], Callable[[], None]]:
     """Make a Hydra task function (conf/CONFIG_NAME.yaml) a command line: a user's
     mistake (a ValueError of worldsim's, or one of ``errors``; also when Hydra raises it
@@ -43,9 +54,9 @@ def entry_point(config_name: str, *, errors: tuple[type[BaseException], ...] = (
                 cause = e.__cause__
                 if not isinstance(cause, caught):
                     raise
-                sys.exit(f"error: {cause}")
+                sys.exit(f"error: {user_message(cause)}")
             except caught as e:
-                sys.exit(f"error: {e}")
+                sys.exit(f"error: {user_message(e)}")
 
         hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(guarded)
 
