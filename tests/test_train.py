@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -379,3 +380,37 @@ def test_every_rank_trains_the_same_kind_of_step():
         ref = step_generator(0, s, 1)
         stage.step_kind(ref)
         assert torch.equal(torch.rand(4, generator=gen), torch.rand(4, generator=ref))
+
+
+def test_a_resume_with_another_objective_is_refused(tiny_data, tmp_path):
+    """The flow settings (noise levels, the tasks' shares, the losses) are the run's
+    objective: a resume under others would train another recipe into the same weights."""
+    train(config(tiny_data, tmp_path, 2))
+    other = config(tiny_data, tmp_path, 4, stage_options={**DIT, "flow": {"simulator_share": 0.5}})
+    with pytest.raises(CheckpointError, match="another flow config: simulator_share: 0.0 in the checkpoint, 0.5 here"):
+        train(other)
+
+
+def test_a_resume_keeps_the_autoencoder_the_run_began_with(tiny_data, tmp_path, caplog):
+    """The frozen autoencoder is reloaded from its source at a resume; if that has
+    trained further since, the copy saved in the checkpoint is used, with a warning."""
+    import yaml
+
+    from worldsim.config import config_dir
+
+    ae = yaml.safe_load((Path(config_dir()) / "ae" / "tiny.yaml").read_text())
+
+    def ae_run(steps):
+        return TrainConfig(stage="autoencoder", data=str(tiny_data), out=str(tmp_path / "ae"), max_steps=steps, batch_size=2, clip_frames=4,
+                           num_workers=0, checkpoint_every=2, sample_every=1000, optim=OptimConfig(lr=1e-3, warmup_steps=1), stage_options={"ae": ae})
+
+    train(ae_run(2))
+    began = load_checkpoint(tmp_path / "ae")["model"]
+    dit = {"model": {"dim": 32, "depth": 1, "heads": 2, "patch": [1, 2, 2]}, "autoencoder": str(tmp_path / "ae")}
+    train(config(tiny_data, tmp_path / "dit", 2, stage_options=dit))
+    train(ae_run(4))  # the source trains on
+    with caplog.at_level("WARNING"):
+        train(config(tiny_data, tmp_path / "dit", 4, stage_options=dit))
+    assert "not the one this run began with" in caplog.text
+    kept = load_checkpoint(tmp_path / "dit")["autoencoder"]
+    assert kept.keys() == began.keys() and all(torch.equal(kept[k], v) for k, v in began.items())

@@ -4,6 +4,7 @@ space of a frozen autoencoder (``autoencoder=RUN`` or ``autoencoder=identity``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from worldsim.runtime import autocast, resolve_device, resolve_precision
 from worldsim.sim.captions import static_caption
 from worldsim.training.stages import DiTStageConfig
 from worldsim.video import image_grid
+
+log = logging.getLogger("worldsim.training")
 
 
 class DiTStage:
@@ -75,6 +78,17 @@ class DiTStage:
             # a setting added after the checkpoint was written is what it was trained with: its default
             saved = {**dataclasses.asdict(kind()), **state["config"][part]}
             require_same(saved, mine, what=part, source=state["path"])
+        if "flow" in state["config"]:  # the objective: the noise levels, the tasks' shares, the losses
+            mine = dataclasses.asdict(self.flow)
+            saved = {**dataclasses.asdict(type(self.flow)()), **{k: v for k, v in state["config"]["flow"].items() if k in mine}}
+            require_same(saved, mine, what="flow", source=state["path"])
+        trained = state.get("autoencoder") or {}
+        mine_ae = self.ae.state_dict()
+        if trained and (trained.keys() != mine_ae.keys() or any(not torch.equal(trained[k].to(v.device), v) for k, v in mine_ae.items())):
+            # the frozen autoencoder the run began with, not the source's newest weights (trained further since?)
+            log.warning("%s: the autoencoder at %s is not the one this run began with; resuming with the weights saved in the "
+                        "checkpoint", state["path"], self.autoencoder_source)
+            self.ae.load_state_dict(trained)
 
     def prepare_data(self, dataset: Any, buckets: list[dict[str, Any]], *, cache: bool = True) -> Any:
         """Check the buckets against the autoencoder and patch; with cache_latents, the
