@@ -81,6 +81,8 @@ class DiTStage:
         if "flow" in state["config"]:  # the objective: the noise levels, the tasks' shares, the losses
             mine = dataclasses.asdict(self.flow)
             saved = {**dataclasses.asdict(type(self.flow)()), **{k: v for k, v in state["config"]["flow"].items() if k in mine}}
+            if not self.flow.unroll and not saved.get("unroll"):  # then only sampling reads it: a finished run may change it
+                saved["sampler_steps"] = mine["sampler_steps"]
             require_same(saved, mine, what="flow", source=state["path"])
         trained = state.get("autoencoder") or {}
         mine_ae = self.ae.state_dict()
