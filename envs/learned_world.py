@@ -303,7 +303,8 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
         self._frames = self.worlds.reset(self._rngs, per_env, seeds)
         self._steps = 0
         self._needs_reset = False
-        return self._frames.copy(), {"caption": np.array(self.worlds.captions, dtype=object)}
+        # a vector env's info: each key an array over the worlds, with its "_key" mask (which worlds it holds: all of them here)
+        return self._frames.copy(), {"caption": np.array(self.worlds.captions, dtype=object), "_caption": np.ones(self.num_envs, bool)}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         self._require_open()

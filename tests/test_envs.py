@@ -143,7 +143,8 @@ def test_the_vector_env_refuses_what_it_cannot_do(tiny_world):
     venv = make(num_envs=3)
     with pytest.raises(ValueError, match="one seed for each of the 3 worlds, got 2"):
         venv.reset(seed=[1, 2])
-    a, _ = venv.reset(seed=np.int64(7))  # a numpy integer is a seed too
+    a, info = venv.reset(seed=np.int64(7))  # a numpy integer is a seed too
+    assert info["_caption"].tolist() == [True] * 3 and len(info["caption"]) == 3  # Gymnasium's vector info: a mask beside each key
     b, _ = venv.reset(seed=7)
     assert np.array_equal(a, b)
     venv.close()
