@@ -504,6 +504,8 @@ def test_a_diverged_model_raises_instead_of_stepping_black_frames(tiny_world):
         sim.model.dit.final.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"not finite \(NaN or inf\) in worlds \[0, 1\]"):
         sim.step(np.zeros((2, 2), np.float32))
+    with pytest.raises(RuntimeError, match="call reset"):  # half a step was taken: the rollout has ended
+        sim.step(np.zeros((2, 2), np.float32))
 
 
 def test_stepping_on_latents_alone_keeps_memory_flat(tiny_world, tmp_path, monkeypatch):

@@ -266,10 +266,11 @@ class LearnedSimulator:
             if recent:
                 x = st["last_latent"] + x  # the step denoised the difference from the previous frame (as generated, before its noise)
             bad = ~torch.isfinite(x).flatten(1).all(1)
-            if bad.any():  # a diverged model's frame would decode to black, unseen: say so, and keep the last good state
+            if bad.any():  # a diverged model's frame would decode to black, unseen: say so; the rollout cannot go on
+                self._state = None  # half a step was taken (the cache stored the last frame): only a reset starts again
                 raise FloatingPointError(
                     f"the model's frame {st['frame']} is not finite (NaN or inf) in worlds {torch.nonzero(bad).flatten().tolist()}; "
-                    f"its weights ({self.checkpoint}) may have diverged. Reset to go on"
+                    f"its weights ({self.checkpoint}) may have diverged. The rollout has ended: reset to start another"
                 )
             self._commit(x, act)
             st["undecoded"].append(x)
