@@ -387,6 +387,17 @@ def agreed(stop: bool, dist: Dist, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def summed(value: float, dist: Dist, device: torch.device) -> float:
+    """``value`` summed over the ranks (each counts the FLOPs of its own share of a batch,
+    whose captions differ in length): every rank then holds the same figure, and so sets
+    the same learning rate and meets a FLOP budget at the same step."""
+    if dist.world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    tdist.all_reduce(total)
+    return float(total.item())
+
+
 def resume_state(out: Path, kind: str, *, move_broken: bool = True) -> dict[str, Any] | None:
     """The newest intact checkpoint of a run (None: a fresh run). A checkpoint that does
     not load (truncated by a crash, say) is moved aside to ``checkpoints/broken/`` (under
@@ -492,7 +503,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_module.train()
     last_saved = start
     for batch in loader:
-        if cfg.max_flops and compute["flops"] >= float(cfg.max_flops):
+        if cfg.max_flops and agreed(compute["flops"] >= float(cfg.max_flops), dist, device):
             break
         if cfg.max_wall_s and agreed(time.perf_counter() - started >= float(cfg.max_wall_s), dist, device):
             log.info("max_wall_s=%s reached at step %d", cfg.max_wall_s, step)
@@ -510,8 +521,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             check_finite(loss, step, batch, out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-        if counter is not None:
-            flops.record(key, float(counter.get_total_flops()) * dist.world)  # forward + backward, every rank
+        if counter is not None:  # forward + backward, every rank's share summed: the same count on every rank
+            flops.record(key, summed(float(counter.get_total_flops()), dist, device))
         before = compute["flops"]
         compute["flops"] += flops.of(key)
         if cfg.optim.grad_clip > 0:
