@@ -296,6 +296,9 @@ class LearnedWorldVectorEnv(gym.vector.VectorEnv):
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"reset(seed=[...]) needs one seed for each of the {self.num_envs} worlds, got {len(seeds)}")
+            if not all(s is None or (isinstance(s, (int, np.integer)) and not isinstance(s, bool)) for s in seeds):
+                raise ValueError(f"reset(seed=[...]) takes whole numbers (or None), got {seeds!r}")
+            seeds = [None if s is None else int(s) for s in seeds]  # numpy integers too (np.arange(n) + 10, say)
         if seed is not None or not self._rngs:
             # the same generator gymnasium.Env.reset(seed=s) makes for a single env:
             self._rngs = [gym.utils.seeding.np_random(s)[0] for s in seeds]

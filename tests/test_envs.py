@@ -146,7 +146,8 @@ def test_the_vector_env_refuses_what_it_cannot_do(tiny_world):
     a, info = venv.reset(seed=np.int64(7))  # a numpy integer is a seed too
     assert info["_caption"].tolist() == [True] * 3 and len(info["caption"]) == 3  # Gymnasium's vector info: a mask beside each key
     b, _ = venv.reset(seed=7)
-    assert np.array_equal(a, b)
+    c, _ = venv.reset(seed=np.arange(3) + 7)  # an array of seeds, one a world
+    assert np.array_equal(a, b) and np.array_equal(a, c)
     venv.close()
     with pytest.raises(gymnasium.error.ClosedEnvironmentError):
         venv.step(np.zeros((3, 2), np.float32))
