@@ -416,3 +416,9 @@ def test_a_resume_keeps_the_autoencoder_the_run_began_with(tiny_data, tmp_path, 
     assert "not the one this run began with" in caplog.text
     kept = load_checkpoint(tmp_path / "dit")["autoencoder"]
     assert kept.keys() == began.keys() and all(torch.equal(kept[k], v) for k, v in began.items())
+
+
+def test_a_resume_may_change_what_only_sampling_reads(tiny_data, tmp_path):
+    train(config(tiny_data, tmp_path, 2))
+    train(config(tiny_data, tmp_path, 4, stage_options={**DIT, "flow": {"sampler_steps": 1, "unroll_steps": 3}}))
+    assert load_checkpoint(tmp_path)["step"] == 4

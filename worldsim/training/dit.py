@@ -81,8 +81,13 @@ class DiTStage:
         if "flow" in state["config"]:  # the objective: the noise levels, the tasks' shares, the losses
             mine = dataclasses.asdict(self.flow)
             saved = {**dataclasses.asdict(type(self.flow)()), **{k: v for k, v in state["config"]["flow"].items() if k in mine}}
-            if not self.flow.unroll and not saved.get("unroll"):  # then only sampling reads it: a finished run may change it
-                saved["sampler_steps"] = mine["sampler_steps"]
+            def unrolled_with_sampler_steps(flow: dict[str, Any]) -> bool:
+                return bool(flow.get("unroll")) and flow.get("unroll_steps") is None
+
+            if not unrolled_with_sampler_steps(saved) and not unrolled_with_sampler_steps(mine):
+                saved["sampler_steps"] = mine["sampler_steps"]  # only sampling reads it then: a finished run may change it
+            if not saved.get("unroll") and not mine["unroll"]:
+                saved["unroll_steps"] = mine["unroll_steps"]  # read by unrolled passes alone
             require_same(saved, mine, what="flow", source=state["path"])
         trained = state.get("autoencoder") or {}
         mine_ae = self.ae.state_dict()
