@@ -241,6 +241,21 @@ def test_bench_says_what_is_wrong_with_its_input(tiny_data, tiny_world, tmp_path
         bench.main(["fidelity", "--checkpoint", str(tiny_world), "--data", str(tmp_path / "nowhere")])
 
 
+def test_a_command_ends_a_diverged_models_run_with_its_message(tiny_world, monkeypatch):
+    """A model whose frames are not finite ends a command with the simulator's message,
+    not a traceback (the bench here; the Hydra commands share the rule, worldsim.cli)."""
+    from worldsim import bench
+    from worldsim.simulator import LearnedSimulator
+
+    def diverged(self, *args, **kwargs):
+        raise FloatingPointError("the model's frame 3 is not finite (NaN or inf) in worlds [0]")
+
+    monkeypatch.setattr(LearnedSimulator, "step", diverged)
+    with pytest.raises(SystemExit, match=r"error: the model's frame 3 is not finite"):
+        bench.main(["step", "--checkpoint", str(tiny_world), "--single-steps", "1", "--batched-steps", "1", "--long-steps", "0",
+                    "--worlds", "2", "--no-compile", "--rounds", "1"])
+
+
 class _Field(torch.nn.Module):
     """A stand-in DiT for own_history: records the target frames' levels of each call
     and returns the exact velocity towards ``goal`` (frames 1 .. T-1 as differences)."""

@@ -886,7 +886,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         result = _run(parser, args)
-    except ValueError as e:  # a user's mistake (a missing checkpoint, a folder that is not data, ...): its message, as every command ends one
+    except (ValueError, FloatingPointError) as e:  # a user's mistake (a missing checkpoint, a folder that is not data, ...), a diverged model: its message
         raise SystemExit(f"error: {user_message(e)}") from None
     print(json.dumps(result))
 

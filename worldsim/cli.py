@@ -39,9 +39,10 @@ def user_message(e: BaseException) -> str:
 def entry_point(config_name: str, *, errors: tuple[type[BaseException], ...] = ()) -> Callable[[Callable[[Any], Any]], Callable[[], None]]:
     """Make a Hydra task function (conf/CONFIG_NAME.yaml) a command line: a user's
     mistake (a ValueError of worldsim's, or one of ``errors``; also when Hydra raises it
-    while instantiating a config) ends the program with ``error: <message>`` and
-    status 1, the message first, without a traceback."""
-    caught = (ValueError, *errors)
+    while instantiating a config), or a model whose frames are not finite
+    (FloatingPointError), ends the program with ``error: <message>`` and status 1, the
+    message first, without a traceback."""
+    caught = (ValueError, FloatingPointError, *errors)  # FloatingPointError: a model whose frames are not finite, named
 
     def wrap(task: Callable[[Any], Any]) -> Callable[[], None]:
         @functools.wraps(task)
