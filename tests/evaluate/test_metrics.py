@@ -10,6 +10,7 @@ import pytest
 from worldsim.evaluate.detect import connected_components, detect_objects
 from worldsim.evaluate.metrics import psnr, rollout_metrics, ssim
 from worldsim.evaluate.report import score
+from worldsim.sim import palette
 
 RED, BLUE = (230, 30, 30), (40, 90, 255)
 COLOURS = np.array([RED, BLUE])
@@ -46,19 +47,25 @@ def test_the_detector_finds_known_positions():
 
 
 def test_a_screen_is_never_read_as_an_object():
-    """A dark grey screen is 81 from brown in RGB, nearer than the black background: the
-    detector must not read it as a brown ball (only the ball's own pixels count, and a
-    ball wholly behind the screen is absent). A grey asked for is still found."""
-    from worldsim.sim import palette
+    """A dark grey screen is 81 from brown in RGB, nearer than the black background:
+    told the scene's fixtures, the detector never reads it as a brown ball (only the
+    ball's own pixels count, and a ball wholly behind the screen is absent); told
+    nothing, it would. A grey asked for is still found."""
+    from worldsim.evaluate.detect import fixture_colours
+    from worldsim.sim.spec import FixtureSpec
 
-    brown, dark = palette.rgb("brown"), palette.OCCLUDER_COLOURS["dark grey"]
+    brown = palette.rgb("brown")
+    screens = [FixtureSpec(name="screen", kind="occluder", position=(0.0, 1.0), size=(0.2, 0.5), colour="dark grey")]
+    dark = fixture_colours(screens)
+    assert dark.tolist() == [list(palette.OCCLUDER_COLOURS["dark grey"])] and fixture_colours([{"colour": "dark grey"}]).tolist() == dark.tolist()
     frames = np.zeros((2, 16, 16, 3), np.uint8)
-    frames[:, :, 8:] = dark  # the screen
+    frames[:, :, 8:] = palette.OCCLUDER_COLOURS["dark grey"]  # the screen
     frames[0, 2:4, 5:8] = brown  # the ball's visible part, left of the screen
-    d = detect_objects(frames, np.array([brown]))
+    d = detect_objects(frames, np.array([brown]), others=dark)
     assert d["areas"][:, 0].tolist() == [6, 0] and not d["present"][1, 0]
     assert np.allclose(d["centroids"][0, 0], [6.5, 3.0])
-    assert detect_objects(frames, np.array([brown, dark]))["areas"][0].tolist() == [6, 128]
+    assert detect_objects(frames, np.array([brown]))["areas"][:, 0].tolist() == [134, 128]  # told nothing: the screen is "brown"
+    assert detect_objects(frames, np.vstack([brown, dark]), others=dark)["areas"][0].tolist() == [6, 128]
 
 
 def test_identical_rollouts_score_perfectly():

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from worldsim.atomic import atomic_write_text
 from worldsim.checkpoint import world_checkpoint
-from worldsim.evaluate.detect import detect_objects
+from worldsim.evaluate.detect import detect_objects, fixture_colours
 from worldsim.evaluate.metrics import BREAK_PIECES, pane_pieces, rollout_metrics
 from worldsim.sampler import Sampler
 from worldsim.sim import palette
@@ -289,7 +289,7 @@ def check_consistency(mode: str, cfg: AdherenceConfig, sampler, physics: Physics
         prev = true[idx[0] - 1] if idx[0] > 0 else true[idx[-1] + 1]
         order = idx if idx[0] > 0 else idx[::-1]
         colours = np.array([palette.rgb(o.colour) for o in spec.objects])
-        m = rollout_metrics(true[order], frames[order], colours, prev_truth=prev)
+        m = rollout_metrics(true[order], frames[order], colours, prev_truth=prev, others=fixture_colours(spec.fixtures))
         pos = m["position_error_px"]
         rows.append({
             "scene": scene, "seed": cfg.seed + i,

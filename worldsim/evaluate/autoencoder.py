@@ -13,7 +13,7 @@ import torch
 
 from worldsim.data.dataset import select_episodes
 from worldsim.data.episode import load_episode
-from worldsim.evaluate.detect import detect_objects
+from worldsim.evaluate.detect import detect_objects, fixture_colours
 from worldsim.frames import to_model, to_uint8
 from worldsim.models.autoencoder import Autoencoder
 from worldsim.pixel_metrics import psnr, ssim
@@ -60,8 +60,9 @@ def evaluate_autoencoder(
         psnrs.append(psnr(frames, out))
         ssims.append(ssim(frames, out))
         colours = np.array([palette.rgb(o["colour"]) for o in row["params"]["objects"]])
-        truth = detect_objects(frames, colours, min_pixels=3)
-        pred = detect_objects(out, colours, min_pixels=1)
+        others = fixture_colours(row["params"].get("fixtures"))  # the scene's screens: never an object
+        truth = detect_objects(frames, colours, min_pixels=3, others=others)
+        pred = detect_objects(out, colours, min_pixels=1, others=others)
         both = truth["present"] & pred["present"]
         errors.append(np.linalg.norm(truth["centroids"][both] - pred["centroids"][both], axis=-1))
         lost += int((truth["present"] & ~pred["present"]).sum())

@@ -32,7 +32,7 @@ from worldsim.data.episode import load_episode
 from worldsim.data.generation import simulate_seed
 from worldsim.diffusion.sampling import SamplerConfig
 from worldsim.evaluate.baselines import BASELINES, BaselineTools, PhysicsEpisode
-from worldsim.evaluate.detect import detect_objects
+from worldsim.evaluate.detect import detect_objects, fixture_colours
 from worldsim.evaluate.metrics import rollout_metrics
 from worldsim.evaluate.report import aggregate, plot_horizon, score, summarize, write_comparison, write_report
 from worldsim.models.world import load_world
@@ -142,7 +142,7 @@ def reader_error(episodes: list[PhysicsEpisode]) -> float | None:
     errs = []
     for ep in episodes:
         colours = np.array([palette.rgb(o.colour) for o in ep.spec.objects])
-        d = detect_objects(ep.arrays["frames"], colours, min_pixels=10)
+        d = detect_objects(ep.arrays["frames"], colours, min_pixels=10, others=fixture_colours(ep.spec.fixtures))
         whole = [i for i, o in enumerate(ep.spec.objects) if o.shape != "pane"]
         ok = d["present"][:, whole] & (ep.arrays["visible_pixels"][:, whole] >= 10)
         e = np.linalg.norm(d["centroids"][:, whole] - ep.arrays["positions"][:, whole], axis=-1)
@@ -158,6 +158,7 @@ def metrics_of(ep: PhysicsEpisode, pred: np.ndarray) -> dict[str, Any]:
     return rollout_metrics(
         ep.truth, pred, colours, prev_truth=ep.last_context_frame, names=names, agent=ep.spec.agent_index, pane=pane,
         truth_events=ep.events, context=ep.context, pane_colour=palette.rgb(palette.PANE_COLOUR[0]) if pane is not None else None,
+        others=fixture_colours(ep.spec.fixtures),
     )
 
 

@@ -6,6 +6,8 @@ two are compared; it is also what finds a shattered pane's fragments.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from worldsim.sim import palette
@@ -51,11 +53,11 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, len(uniq)
 
 
-def not_objects(colours: np.ndarray) -> np.ndarray:
-    """The palette's colours that are never an object's (the occluders: screens that
-    hide objects), less any of ``colours``: (M, 3)."""
-    asked = {tuple(int(x) for x in c) for c in np.asarray(colours).reshape(-1, 3)}
-    return np.array([c for c in palette.OCCLUDER_COLOURS.values() if c not in asked], np.float32).reshape(-1, 3)
+def fixture_colours(fixtures: Any) -> np.ndarray:
+    """The colours of a scene's fixtures (its screens), to pass as ``others``: (M, 3).
+    ``fixtures``: a spec's ``FixtureSpec``s, or their dicts (a manifest line's params)."""
+    cols = [palette.rgb(f["colour"] if isinstance(f, dict) else f.colour) for f in fixtures or ()]
+    return np.array(cols, np.float32).reshape(-1, 3)
 
 
 def classify_pixels(
@@ -66,13 +68,13 @@ def classify_pixels(
     frames: (..., H, W, 3) uint8. Returns (..., H, W) int16: k + 1 for colour k, 0 for
     background, for pixels farther than ``max_distance`` (RGB, Euclidean) from every
     colour (blurry in-between shades of a prediction are not objects), and for pixels
-    nearest one of ``others`` (M, 3), colours that are not objects (default
-    :func:`not_objects`: a dark grey screen is 81 from brown, nearer than black, and
-    would be read as a brown ball).
+    nearest one of ``others`` (M, 3): colours in the frame that are no object's, the
+    scene's fixtures (:func:`fixture_colours`; a dark grey screen is 81 from brown,
+    nearer than black, and without it would be read as a brown ball).
     """
     px = frames.astype(np.float32)
     colours = np.asarray(colours, np.float32).reshape(-1, 3)
-    others = not_objects(colours) if others is None else np.asarray(others, np.float32).reshape(-1, 3)
+    others = np.zeros((0, 3), np.float32) if others is None else np.asarray(others, np.float32).reshape(-1, 3)
     table = np.concatenate([np.asarray([background], np.float32), colours, others])  # (1 + K + M, 3)
     d2 = ((px[..., None, :] - table) ** 2).sum(-1)  # (..., H, W, 1 + K + M)
     best = d2.argmin(-1).astype(np.int16)
@@ -95,7 +97,7 @@ def detect_objects(
       frames: (T, H, W, 3) uint8.
       colours: (K, 3) the RGB colour of each object to find.
       min_pixels: fewer pixels of a colour than this and the object is absent.
-      others: colours that are not objects (see :func:`classify_pixels`).
+      others: colours in the frames that are no object's: the scene's fixtures (see :func:`classify_pixels`).
 
     Returns ``centroids`` (T, K, 2) in pixels (x right, y down; pixel (c, r) centred
     at (c + 0.5, r + 0.5); NaN where absent), ``areas`` (T, K) pixel counts and

@@ -37,7 +37,7 @@ import torch
 from worldsim.data.dataset import object_mask, select_episodes
 from worldsim.data.episode import load_episode
 from worldsim.diffusion.sampling import SamplerConfig
-from worldsim.evaluate.detect import detect_objects
+from worldsim.evaluate.detect import detect_objects, fixture_colours
 from worldsim.evaluate.metrics import BREAK_PIECES, pane_pieces
 from worldsim.frames import to_model
 from worldsim.sim import palette
@@ -93,6 +93,7 @@ class _Episode:
     pane: bool
     caption: str
     segmentation: np.ndarray  # (T, H, W) instance ids (tools/flow_probe.py --oracle reads the motion off it)
+    fixtures: np.ndarray  # (M, 3) the colours of the scene's fixtures (its screens): never an object's
 
 
 def _episodes(cfg: FidelityConfig, scene: str) -> list[_Episode]:
@@ -109,7 +110,8 @@ def _episodes(cfg: FidelityConfig, scene: str) -> list[_Episode]:
         objects = r["params"]["objects"]
         whole = [i for i, o in enumerate(objects) if o["shape"] != "pane"]
         out.append(_Episode(ep["frames"], object_mask(ep["segmentation"], len(objects)), ep["actions"], ep["visible_pixels"], np.array([palette.rgb(o["colour"]) for o in objects]),
-                            whole, len(whole) < len(objects), _static_caption(r["caption_detailed"]), ep["segmentation"]))
+                            whole, len(whole) < len(objects), _static_caption(r["caption_detailed"]), ep["segmentation"],
+                            fixture_colours(r["params"].get("fixtures"))))
     return out
 
 
@@ -125,8 +127,8 @@ def _compare(
     objects found in both, how many those are, how many objects were lost, and how
     many were in view (each (F,))."""
     cols = ep.colours[ep.whole]
-    dt = detect_objects(truth, cols, min_pixels=2)
-    dp = detect_objects(pred, cols, min_pixels=2)
+    dt = detect_objects(truth, cols, min_pixels=2, others=ep.fixtures)
+    dp = detect_objects(pred, cols, min_pixels=2, others=ep.fixtures)
     shown = visible[:, ep.whole] >= min_true  # (F, K)
     true_area, area = dt["areas"].astype(np.float64), dp["areas"].astype(np.float64)
     held = (area >= np.maximum(2, 0.25 * true_area)) & (area <= 4 * true_area + 8)
@@ -221,7 +223,7 @@ class _Probe:
             e, n, lo, sh = _compare(truth, pr, ep, ep.visible[k : k + H], cfg.min_true_pixels)
             err, found, lost, shown = err + e, found + n, lost + lo, shown + sh
             cols = ep.colours[ep.whole]
-            dt, dp = detect_objects(truth, cols, min_pixels=2), detect_objects(pr, cols, min_pixels=2)
+            dt, dp = detect_objects(truth, cols, min_pixels=2, others=ep.fixtures), detect_objects(pr, cols, min_pixels=2, others=ep.fixtures)
             spurious += (dp["present"] & ~dt["present"]).sum(1)
             if ep.pane:
                 bt, bp = pane_pieces(truth).max() >= BREAK_PIECES, pane_pieces(pr).max() >= BREAK_PIECES

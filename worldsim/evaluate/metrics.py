@@ -66,6 +66,7 @@ def rollout_metrics(
     truth_events: list[dict] | None = None,
     context: int = 0,
     pane_colour: tuple[int, int, int] | None = None,
+    others: np.ndarray | None = None,
 ) -> dict[str, object]:
     """Compare a predicted rollout with the truth.
 
@@ -76,6 +77,8 @@ def rollout_metrics(
       agent, pane: object indices of the agent and a pane, if any.
       truth_events: the physics episode's events (frames counted from its frame 0).
       context: frames before the rollout (to place truth events on the horizon).
+      others: colours in the frames that are no object's, the scene's fixtures
+        (``detect.fixture_colours``): their pixels are never read as an object's.
 
     Returns per-step arrays (see ``PER_STEP``) and per-episode scalars: motion-mask
     IoUs (spatial, spatiotemporal, weighted spatial), permanence (position error at
@@ -85,8 +88,8 @@ def rollout_metrics(
     H = len(truth)
     seq_t = np.concatenate([prev_truth[None], truth])
     seq_p = np.concatenate([prev_truth[None], pred])
-    dt = detect_objects(seq_t, colours, min_pixels=2)
-    dp = detect_objects(seq_p, colours, min_pixels=2)
+    dt = detect_objects(seq_t, colours, min_pixels=2, others=others)
+    dp = detect_objects(seq_p, colours, min_pixels=2, others=others)
     ct, cp = dt["centroids"], dp["centroids"]  # (H+1, K, 2)
     pt, pp = dt["present"], dp["present"]
     both = pt & pp

@@ -5,8 +5,8 @@ Colours are far apart in RGB: object colours at least 82.6 apart (Euclidean; yel
 and orange are the nearest pair, then red and brown at 103), which keeps them separable
 after lossy video compression and in a model's blurry predictions. The occluders' greys
 are not that far from the objects' (dark grey is 81 from brown): the evaluation's
-detector reads a pixel nearest a grey as no object (``worldsim.evaluate.detect``). The
-names are the words captions use.
+detector is told a scene's fixtures and reads a pixel nearest one as no object
+(``worldsim.evaluate.detect.fixture_colours``). The names are the words captions use.
 """
 
 from __future__ import annotations
