@@ -98,11 +98,11 @@ class AdherenceConfig:
 
 
 # -- reading clips ------------------------------------------------------------------------------------
-def colours_seen(frames: np.ndarray, names: list[str] | None = None) -> set[str]:
+def colours_seen(frames: np.ndarray, names: list[str] | None = None, others: np.ndarray | None = None) -> set[str]:
     """The object colours (palette names; the agent's white included) that show in at
     least ``SEEN_FRACTION`` of ``frames``."""
     names = names or [*palette.OBJECT_COLOURS, palette.AGENT_COLOUR[0]]
-    d = detect_objects(frames, np.array([palette.rgb(n) for n in names]), min_pixels=MIN_PIXELS, max_distance=60.0)
+    d = detect_objects(frames, np.array([palette.rgb(n) for n in names]), min_pixels=MIN_PIXELS, max_distance=60.0, others=others)
     share = d["present"].mean(0)
     return {n for n, s in zip(names, share) if s >= SEEN_FRACTION}
 
@@ -113,11 +113,11 @@ def broke(frames: np.ndarray) -> bool:
     return bool((pane_pieces(frames) >= BREAK_PIECES).any())
 
 
-def rebound_px(frames: np.ndarray, colour: str) -> float | None:
+def rebound_px(frames: np.ndarray, colour: str, others: np.ndarray | None = None) -> float | None:
     """Rebound height of the ball of ``colour``: from its first floor bounce (the first
     frame where it stops falling, in the lower half of the frame) to the highest point
     after it (px); None if it never comes down."""
-    d = detect_objects(frames, np.array([palette.rgb(colour)]), min_pixels=2, max_distance=60.0)
+    d = detect_objects(frames, np.array([palette.rgb(colour)]), min_pixels=2, max_distance=60.0, others=others)
     y = d["centroids"][:, 0, 1]  # px, down
     half = frames.shape[1] / 2
     for b in range(1, len(y) - 1):
@@ -174,7 +174,8 @@ def check_t2v(cfg: AdherenceConfig, sampler, physics: Physics) -> dict[str, Any]
         truth_frames = physics.run(e.spec)[0]["frames"]
         frames, _ = sampler.generate("t2v", caption_detailed(e.spec, []), frames=cfg.frames, seed=cfg.seed + i, steps=cfg.steps,
                                      method=cfg.method, text_scale=cfg.text_scale)
-        seen, seen_truth = colours_seen(frames), colours_seen(truth_frames)
+        screens = fixture_colours(e.spec.fixtures)  # never an object's
+        seen, seen_truth = colours_seen(frames, others=screens), colours_seen(truth_frames, others=screens)
         rows.append({"prompt": prompt, "scene": e.spec.scene, "expected": sorted(want), "seen": sorted(seen), "seen_in_physics": sorted(seen_truth),
                      "adheres": seen == want, "count_right": len(seen) == len(want), "physics_adheres": seen_truth == want})
     return {
@@ -243,7 +244,8 @@ def check_bounciness(cfg: AdherenceConfig, sampler, physics: Physics) -> dict[st
             true_frames = physics.run(s)[0]["frames"]
             frames, _ = sampler.generate("extend", caption_detailed(s, []), frames=cfg.frames, inputs=[arrays["frames"][: cfg.context]],
                                          context=cfg.context, seed=seed, steps=cfg.steps, method=cfg.method, text_scale=cfg.text_scale)
-            row[word] = {"model": rebound_px(frames, ball.colour), "physics": rebound_px(true_frames, ball.colour)}
+            screens = fixture_colours(s.fixtures)
+            row[word] = {"model": rebound_px(frames, ball.colour, screens), "physics": rebound_px(true_frames, ball.colour, screens)}
         rows.append(row)
 
     def mean(word: str, key: str) -> float | None:
@@ -305,9 +307,9 @@ def check_consistency(mode: str, cfg: AdherenceConfig, sampler, physics: Physics
     return {k: mean(k) for k in ("position_error_px", "one_step_error_px", "count_violation_rate")} | {"samples": rows}
 
 
-def _positions(frames: np.ndarray, colours: list[str]) -> np.ndarray:
+def _positions(frames: np.ndarray, colours: list[str], others: np.ndarray | None = None) -> np.ndarray:
 
-    return detect_objects(frames, np.array([palette.rgb(c) for c in colours]), min_pixels=2, max_distance=60.0)["centroids"]
+    return detect_objects(frames, np.array([palette.rgb(c) for c in colours]), min_pixels=2, max_distance=60.0, others=others)["centroids"]
 
 
 def loop_seam(p: np.ndarray) -> dict[str, Any]:
@@ -341,7 +343,7 @@ def check_loop(cfg: AdherenceConfig, sampler, physics: Physics, one_step: float 
         true = physics.run(spec)[0]["frames"]
         frames, _ = sampler.generate("loop", caption_detailed(spec, []), frames=cfg.frames, inputs=[true[:1]], seed=cfg.seed + i, steps=cfg.steps,
                                      method=cfg.method, text_scale=cfg.text_scale)
-        rows.append({"seed": cfg.seed + i} | loop_seam(_positions(frames, [o.colour for o in spec.objects])))
+        rows.append({"seed": cfg.seed + i} | loop_seam(_positions(frames, [o.colour for o in spec.objects], fixture_colours(spec.fixtures))))
     v = [r["seam_error_px"] for r in rows if r["seam_error_px"] is not None]
     seam_error = round(float(np.mean(v)), 3) if v else None
     return {"seam_error_px": seam_error, "one_step_error_px": one_step,
