@@ -95,7 +95,7 @@ def oracle(data: str, scene: str, episodes: int, context: int = 4, horizon: int 
                 for j in range(horizon):
                     x = dit_module.warp(x, flow[:, context + j : context + j + 1], mode).clamp(-1, 1)
                     frames.append(((x[0, 0] + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
-                e, n, lo, sh = _compare(ep.frames[context : context + horizon], np.stack(frames), ep, ep.visible[context : context + horizon], cfg.min_true_pixels)
+                e, n, lo, sh, _ = _compare(ep.frames[context : context + horizon], np.stack(frames), ep, ep.visible[context : context + horizon], cfg.min_true_pixels)
                 err, found, lost, shown = err + e, found + n, lost + lo, shown + sh
             at = [s - 1 for s in (1, 4, 16) if s <= horizon]
             out.append({"target": target, "mode": mode, "episodes": len(eps),

@@ -122,10 +122,10 @@ def _static_caption(caption: str) -> str:
 
 def _compare(
     truth: np.ndarray, pred: np.ndarray, ep: _Episode, visible: np.ndarray, min_true: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per frame of (F, H, W, 3) truth and prediction: the summed position error of the
-    objects found in both, how many those are, how many objects were lost, and how
-    many were in view (each (F,))."""
+    objects found in both, how many those are, how many objects were lost, how many were
+    in view, and how many the prediction shows that the truth does not (each (F,))."""
     cols = ep.colours[ep.whole]
     dt = detect_objects(truth, cols, min_pixels=2, others=ep.fixtures)
     dp = detect_objects(pred, cols, min_pixels=2, others=ep.fixtures)
@@ -135,7 +135,8 @@ def _compare(
     both = dt["present"] & held & shown
     err = np.where(both, np.linalg.norm(dt["centroids"] - dp["centroids"], axis=-1), 0.0)
     lost = shown & ~held
-    return err.sum(1), both.sum(1), lost.sum(1), shown.sum(1)
+    spurious = dp["present"] & ~dt["present"]
+    return err.sum(1), both.sum(1), lost.sum(1), shown.sum(1), spurious.sum(1)
 
 
 def _object_mse(pred: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float | None:
@@ -198,7 +199,7 @@ class _Probe:
         for i, (ep, s) in enumerate(points):
             vis = ep.visible[s : s + 1]
             for name, pr in (("model", pred1[i : i + 1]), ("copy_last", last1[i : i + 1])):
-                e, n, lost, shown = _compare(truth1[i : i + 1], pr, ep, vis, cfg.min_true_pixels)
+                e, n, lost, shown, _ = _compare(truth1[i : i + 1], pr, ep, vis, cfg.min_true_pixels)
                 for j, v in enumerate((e.sum(), n.sum(), lost.sum(), shown.sum())):
                     tf[name][j] += v
         one_step = {
@@ -220,11 +221,8 @@ class _Probe:
         breaks = []
         for ep, pr in zip(eps, preds):
             truth = ep.frames[k : k + H]
-            e, n, lo, sh = _compare(truth, pr, ep, ep.visible[k : k + H], cfg.min_true_pixels)
-            err, found, lost, shown = err + e, found + n, lost + lo, shown + sh
-            cols = ep.colours[ep.whole]
-            dt, dp = detect_objects(truth, cols, min_pixels=2, others=ep.fixtures), detect_objects(pr, cols, min_pixels=2, others=ep.fixtures)
-            spurious += (dp["present"] & ~dt["present"]).sum(1)
+            e, n, lo, sh, sp = _compare(truth, pr, ep, ep.visible[k : k + H], cfg.min_true_pixels)  # the detections once
+            err, found, lost, shown, spurious = err + e, found + n, lost + lo, shown + sh, spurious + sp
             if ep.pane:
                 bt, bp = pane_pieces(truth).max() >= BREAK_PIECES, pane_pieces(pr).max() >= BREAK_PIECES
                 breaks.append(bool(bt == bp))

@@ -377,16 +377,6 @@ def draw_step(stage: Stage, seed: int, step: int, dist: Dist) -> tuple[str, torc
     return kind, gen
 
 
-def agreed(stop: bool, dist: Dist, device: torch.device) -> bool:
-    """``stop`` if any rank says so (each rank's own clock may differ): every rank then
-    leaves the loop at the same step, none waits for the others in a gradient all-reduce."""
-    if dist.world == 1:
-        return stop
-    flag = torch.tensor([float(stop)], device=device)
-    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
 def summed(value: float, dist: Dist, device: torch.device) -> float:
     """``value`` summed over the ranks (each counts the FLOPs of its own share of a batch,
     whose captions differ in length): every rank then holds the same figure, and so sets
@@ -396,6 +386,12 @@ def summed(value: float, dist: Dist, device: torch.device) -> float:
     total = torch.tensor([value], dtype=torch.float64, device=device)
     tdist.all_reduce(total)
     return float(total.item())
+
+
+def agreed(stop: bool, dist: Dist, device: torch.device) -> bool:
+    """``stop`` if any rank says so (each rank's own clock may differ): every rank then
+    leaves the loop at the same step, none waits for the others in a gradient all-reduce."""
+    return summed(float(stop), dist, device) > 0
 
 
 def resume_state(out: Path, kind: str, *, move_broken: bool = True) -> dict[str, Any] | None:
